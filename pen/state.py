@@ -1,0 +1,89 @@
+"""Settings (what the user asked for) and State (everything pen knows).
+
+One State is created in __main__ and passed explicitly; there are no mutable
+module globals.  Commands (control socket, -F, -o) edit it; the relay reads it.
+"""
+
+from dataclasses import dataclass, field
+
+from .balance import ClientTable
+
+# Defaults of pen 0.34.1 (pen's usage text).
+BLACKLIST_TIME = 30
+CLIENTS_MAX = 2048
+CONNECT_TIMEOUT = 3
+CONN_MAX = 500
+MULTI_ACCEPT = 100
+BACKLOG = 500
+
+
+@dataclass
+class Settings:
+    """Everything set on the command line, by -o/-F, or by penctl."""
+
+    listen: object = None            # addr.ListenAddr
+    backends: list = field(default_factory=list)   # backend spec strings
+    blacklist_time: int = BLACKLIST_TIME            # -b
+    clients_max: int = CLIENTS_MAX                  # -c
+    connect_timeout: float = CONNECT_TIMEOUT        # -t
+    conn_max: int = CONN_MAX                        # -x
+    tracking: int = 0                               # -T, 0 = forever
+    idle_timeout: int = 0
+    multi_accept: int = MULTI_ACCEPT                # -m
+    backlog: int = BACKLOG                          # -q
+    emergency: str = None                           # -e host:port
+    abuse: str = None                               # -B host:port
+    hash: bool = False                              # -h
+    hash_nosave: bool = False                       # -N
+    roundrobin: bool = False                        # -r
+    stubborn: bool = False                          # -s
+    weight: bool = False                            # -W
+    prio: bool = False
+    http: bool = False                              # -H
+    udp: bool = False                               # -U
+    foreground: bool = False                        # -f
+    debug: int = 0                                  # -d (repeatable)
+    ascii: bool = False                             # -a
+    exit_enabled: bool = False                      # -X
+    logfile: str = None                             # -l
+    pidfile: str = None                             # -p
+    webfile: str = None                             # -w
+    chroot: str = None                              # -j
+    user: str = None                                # -u
+    cfgfile: str = None                             # -F
+    control: str = None                             # -C
+    options: list = field(default_factory=list)     # -o/-O penctl commands
+    event_backend: str = "epoll"                    # -P poll, -Q kqueue
+    # TLS (-E -K -G -A -Z -R -L)
+    ssl_cert: str = None
+    ssl_key: str = None
+    ssl_cafile: str = None
+    ssl_cadir: str = None
+    ssl_compat: bool = False
+    ssl_require_cert: bool = False
+    ssl_protocol: str = None
+    argv: list = field(default_factory=list)        # the command line, for `write`
+
+
+class Counters:
+    """Totals for statistics."""
+
+    __slots__ = ("accepted", "refused", "connect_failures", "conns_closed")
+
+    def __init__(self):
+        self.accepted = self.refused = self.connect_failures = 0
+        self.conns_closed = 0
+
+
+class State:
+    """The balancer's whole mutable state."""
+
+    def __init__(self, settings, servers, emergency=None, abuse=None):
+        self.settings = settings
+        self.servers = servers          # list[Server]; index == position
+        self.emergency = emergency      # Server or None
+        self.abuse = abuse              # Server or None
+        self.clients = ClientTable(settings.clients_max)
+        self.last_server = 0            # round-robin cursor, as pen's
+        self.counters = Counters()
+        self.conns = {}                 # conn id -> relay.Conn, for penctl
