@@ -1,0 +1,722 @@
+"""TLS termination: certificate checks, the server SSLContext, SNI, handshake steps.
+
+Certificates and keys are checked with `cryptography` before the daemon
+detaches (`check_certificates`), so a bad file is one clear line on the
+terminal; the context itself is the stdlib `ssl` module's.
+
+How the relay drives a TLS client socket (all non-blocking, one reactor):
+
+1. Accept the TCP socket, set it non-blocking, then
+   `sslsock = wrap_server_side(ctx, sock)`.  `wrap_socket` DETACHES the fd
+   from `sock`: from here on register, read, write and close `sslsock` only
+   (if `sock` was registered, unregister it first).
+2. Handshake: call `want = handshake_step(sslsock)`; None means done, else
+   register/modify for `want` (EVENT_READ or EVENT_WRITE) and call it again
+   when ready.  ssl.SSLError/OSError mean the handshake failed: close.  Keep
+   the connect/idle timer running meanwhile, so a client that never finishes
+   costs one fd until the timeout and nothing else.  Connect to the backend
+   only after the handshake (or in parallel; pen connects first).
+3. Reading: `n = sslsock.recv_into(view)`; 0 is EOF (close_notify, or a
+   TCP FIN without it: OP_IGNORE_UNEXPECTED_EOF is set, so no SSLEOFError).
+   ssl.SSLWantReadError -> wait for EVENT_READ; ssl.SSLWantWriteError ->
+   wait for EVENT_WRITE and retry the READ then (rare: TLS 1.3 key update).
+   Data can sit decrypted inside the SSL object while the kernel socket is
+   empty, and epoll will not report it: after a read, and before you (re)arm
+   EVENT_READ (e.g. when backpressure ends), check `sslsock.pending()`; if it
+   is > 0, read again now instead of waiting for the selector.
+4. Writing: `n = sslsock.send(view)`.  ssl.SSLWantWriteError (or, rarely,
+   SSLWantReadError) means "retry later with THE SAME bytes": OpenSSL has
+   already consumed part of them and the retry must pass a buffer that
+   starts with the same data and is at least as long (moving the buffer is
+   allowed).  So do not compact or shorten the outbound buffer while a
+   send is pending.  On success `n` is normally the whole length.
+5. Half-close towards the client (backend sent EOF): call
+   `want = close_notify_step(sslsock)` until it returns None (EVENT_WRITE:
+   call again when writable); it sends close_notify and then a TCP FIN.
+   Reading from the client still works afterwards.  Never call
+   `sslsock.shutdown()` or `sslsock.unwrap()` yourself: SSLSocket.shutdown
+   drops the TLS layer, and later reads would return raw TLS records.
+6. Close: unregister, then `sslsock.close()` (no close_notify on errors).
+7. -H / X-Forwarded-For works on the decrypted bytes, as for plain TCP;
+   X-Forwarded-Proto is https.  os.splice cannot be used on TLS sockets.
+
+Reload (SIGHUP): `new = reload(settings, old)`; on ConfigError keep `old`
+and log the message.  Connections already accepted keep their context.
+"""
+
+import datetime
+import getpass
+import logging
+import os
+import re
+import socket
+import ssl
+import sys
+import warnings
+from selectors import EVENT_READ, EVENT_WRITE
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+from .errors import ConfigError
+
+log = logging.getLogger("pen")
+
+# Why no OCSP stapling: see the note at OCSP_UNSUPPORTED's users below and
+# in the issue's closing note.  The stdlib ssl module exposes no
+# SSL_CTX_set_tlsext_status_cb; the only maintained Python binding that
+# does (pyOpenSSL's Context.set_ocsp_server_callback) replaces ssl.SSLSocket
+# with OpenSSL.SSL.Connection, i.e. a second TLS stack, which SPEC 1 rules out.
+OCSP_UNSUPPORTED = ("ssl_ocsp_response: OCSP stapling is not supported: Python's "
+                    "ssl module has no server-side stapling hook")
+
+MAX_FILE = 4 * 1024 * 1024          # no certificate file is this big
+MAX_CA_DIR_FILES = 2000             # files read from -A for the chain check
+MAX_CHAIN = 10
+OP_LEGACY_SERVER_CONNECT = getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)
+LEGACY_SECLEVEL = "@SECLEVEL=0"     # OpenSSL 3 needs it for TLS < 1.2 and SHA-1
+
+PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----",
+                       re.S)
+SNI_NAME = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?:\.(?!-)[a-z0-9_-]{1,63})*$")
+
+V = ssl.TLSVersion
+VERSION_ORDER = (V.SSLv3, V.TLSv1, V.TLSv1_1, V.TLSv1_2, V.TLSv1_3)
+VERSION_AVAILABLE = {
+    V.SSLv3: ssl.HAS_SSLv3, V.TLSv1: ssl.HAS_TLSv1, V.TLSv1_1: ssl.HAS_TLSv1_1,
+    V.TLSv1_2: ssl.HAS_TLSv1_2, V.TLSv1_3: ssl.HAS_TLSv1_3,
+}
+VERSION_NAMES = {V.SSLv3: "SSLv3", V.TLSv1: "TLS 1.0", V.TLSv1_1: "TLS 1.1",
+                 V.TLSv1_2: "TLS 1.2", V.TLSv1_3: "TLS 1.3"}
+VERSION_NO_OPTION = {V.SSLv3: ssl.OP_NO_SSLv3, V.TLSv1: ssl.OP_NO_TLSv1,
+                     V.TLSv1_1: ssl.OP_NO_TLSv1_1, V.TLSv1_2: ssl.OP_NO_TLSv1_2,
+                     V.TLSv1_3: ssl.OP_NO_TLSv1_3}
+
+# -L names: pen's (ssl23, ssl2, ssl3, tls1) plus the modern versions.  A
+# version name alone means exactly that version (pen's tls1 was TLSv1_method);
+# "NAME+" means that version or newer.
+PROTOCOLS = {"ssl3": V.SSLv3, "tls1": V.TLSv1, "tls1.0": V.TLSv1,
+             "tls1.1": V.TLSv1_1, "tls1.2": V.TLSv1_2, "tls1.3": V.TLSv1_3}
+PROTOCOL_HELP = "ssl23, tls1, tls1.1, tls1.2, tls1.3, or one of them with + (e.g. tls1.2+)"
+
+# ssl_option words (pen's) -> the protocol version they switch off, or an option.
+SSL_OPTION_VERSIONS = {"no_sslv2": None, "no_sslv3": V.SSLv3, "no_tlsv1": V.TLSv1,
+                       "no_tlsv1.1": V.TLSv1_1, "no_tlsv1.2": V.TLSv1_2}
+SSL_OPTION_NAMES = tuple(SSL_OPTION_VERSIONS) + ("cipher_server_preference",)
+
+
+class PenSSLContext(ssl.SSLContext):
+    """An SSLContext that remembers what was loaded into it (for ssl_info).
+
+    `pen_certs`: [(label, path, [x509 certs of the file])];
+    `pen_sni`: {name: PenSSLContext} on the default context.
+    """
+
+
+# --- small checks, usable by the command parser ------------------------------
+
+def tls_enabled(settings):
+    return bool(settings.ssl_cert)
+
+
+def check_ssl_option(word):
+    """ConfigError unless `word` is one of pen's ssl_option words."""
+    if word not in SSL_OPTION_NAMES:
+        raise ConfigError("ssl_option: unknown option '%s' (use %s)"
+                          % (word, ", ".join(SSL_OPTION_NAMES)))
+
+
+def check_ocsp_response(path):
+    """`ssl_ocsp_response FILE` cannot be honoured; say so instead of pretending."""
+    raise ConfigError(OCSP_UNSUPPORTED)
+
+
+def parse_protocol(name):
+    """-L NAME -> (lowest, highest) TLSVersion, or (None, None) for ssl23.
+
+    Raises ConfigError for unknown names and for versions this platform's
+    OpenSSL cannot offer.
+    """
+    if name is None or name == "ssl23":
+        return None, None
+    plus = name.endswith("+")
+    base = name[:-1] if plus else name
+    if base == "ssl2":
+        raise ConfigError("-L %s: SSLv2 is not supported by %s (nor by any "
+                          "current TLS library)" % (name, ssl.OPENSSL_VERSION))
+    version = PROTOCOLS.get(base)
+    if version is None:
+        raise ConfigError("-L %s: protocol version not known (use %s)"
+                          % (name, PROTOCOL_HELP))
+    if not VERSION_AVAILABLE[version]:
+        raise ConfigError("-L %s: %s is not supported by this platform's %s"
+                          % (name, VERSION_NAMES[version], ssl.OPENSSL_VERSION))
+    if plus:
+        return version, max(v for v in VERSION_ORDER if VERSION_AVAILABLE[v])
+    return version, version
+
+
+def version_range(settings):
+    """(min, max, holes) from -L, -Z and ssl_option no_*; ConfigError if empty."""
+    for word in settings.ssl_options:
+        check_ssl_option(word)
+    low, high = parse_protocol(settings.ssl_protocol)
+    if low is None:
+        # ssl23: the best both sides have; Python's own floor is TLS 1.2,
+        # -Z (compatibility) reaches down to TLS 1.0 for old clients.
+        low = V.TLSv1 if settings.ssl_compat else V.TLSv1_2
+        high = V.TLSv1_3
+    disabled = {SSL_OPTION_VERSIONS[w] for w in settings.ssl_options
+                if SSL_OPTION_VERSIONS.get(w) is not None}
+    allowed = [v for v in VERSION_ORDER if low <= v <= high
+               and VERSION_AVAILABLE[v] and v not in disabled]
+    if not allowed:
+        raise ConfigError("-L %s: no protocol version left after ssl_option %s"
+                          % (settings.ssl_protocol or "ssl23",
+                             " ".join(settings.ssl_options) or "(none)"))
+    holes = [v for v in VERSION_ORDER
+             if allowed[0] < v < allowed[-1] and v not in allowed]
+    return allowed[0], allowed[-1], holes
+
+
+# --- reading files ---------------------------------------------------------------
+
+def _read(label, path):
+    try:
+        size = os.stat(path).st_size
+        if size > MAX_FILE:
+            raise ConfigError("%s %s: too big for a certificate or key file (%d bytes)"
+                              % (label, path, size))
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError("%s %s: cannot read: %s" % (label, path, e.strerror or e))
+
+
+def _blocks(label, path, data):
+    """[(pem label, whole block bytes)]; ConfigError if the file is not PEM."""
+    blocks = [(m.group(1).decode("ascii"), m.group(0)) for m in PEM_BLOCK.finditer(data)]
+    if not blocks:
+        if not data.strip():
+            raise ConfigError("%s %s: the file is empty" % (label, path))
+        hint = ""
+        if data[:1] == b"\x30":
+            hint = " (it looks like DER: convert it with 'openssl x509 -inform der')"
+        raise ConfigError("%s %s: not a PEM file, no -----BEGIN ...----- block%s"
+                          % (label, path, hint))
+    return blocks
+
+
+def _load_certs(label, path, data, required=True):
+    certs = []
+    blocks = _blocks(label, path, data)
+    for kind, block in blocks:
+        if kind != "CERTIFICATE":
+            continue
+        try:
+            certs.append(x509.load_pem_x509_certificate(block))
+        except ValueError as e:
+            raise ConfigError("%s %s: certificate %d in the file is damaged: %s"
+                              % (label, path, len(certs) + 1, _short(e)))
+    if not certs and required:
+        raise ConfigError("%s %s: no certificate in the file (found %s)"
+                          % (label, path, ", ".join(sorted({k for k, _ in blocks}))))
+    return certs
+
+
+def _short(exc):
+    return str(exc).split(". See https://")[0].strip() or type(exc).__name__
+
+
+def _passphrase(settings, label, path, ask):
+    """The key's passphrase: ssl_key_password_file, the one typed before, or a prompt."""
+    if settings.ssl_key_password_file:
+        data = _read("ssl_key_password_file", settings.ssl_key_password_file)
+        data = data.rstrip(b"\r\n")
+        if not data:
+            raise ConfigError("ssl_key_password_file %s: the file is empty"
+                              % settings.ssl_key_password_file)
+        return data
+    if settings.ssl_key_passphrase is not None:
+        return settings.ssl_key_passphrase
+    if ask is None and sys.stdin is not None and sys.stdin.isatty():
+        ask = _ask_terminal
+    if not ask:
+        raise ConfigError("%s %s: the private key is encrypted; give its passphrase "
+                          "with ssl_key_password_file FILE, or start pen on a terminal"
+                          % (label, path))
+    answer = ask("pen: passphrase for %s: " % path)
+    if isinstance(answer, str):
+        answer = answer.encode("utf-8")
+    return answer
+
+
+def _ask_terminal(prompt):
+    return getpass.getpass(prompt)
+
+
+def _load_key(settings, label, path, data, ask):
+    """(private key, passphrase or None) from the PEM `data` of `path`."""
+    blocks = _blocks(label, path, data)
+    keys = [block for kind, block in blocks if kind.endswith("PRIVATE KEY")]
+    if not keys:
+        if label == "-E":
+            raise ConfigError("-E %s: no private key in the file; give it with -K keyfile"
+                              % path)
+        raise ConfigError("%s %s: no private key in the file" % (label, path))
+    block = keys[0]
+    password = None
+    try:
+        key = serialization.load_pem_private_key(block, None)
+    except TypeError:
+        password = _passphrase(settings, label, path, ask)
+        try:
+            key = serialization.load_pem_private_key(block, password)
+        except ValueError:
+            raise ConfigError("%s %s: wrong passphrase for the encrypted private key"
+                              % (label, path)) from None
+        except TypeError as e:
+            raise ConfigError("%s %s: %s" % (label, path, _short(e))) from None
+        if not settings.ssl_key_password_file:
+            settings.ssl_key_passphrase = password    # for SIGHUP, when no terminal
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise ConfigError("%s %s: the private key is damaged or of an unsupported "
+                          "type: %s" % (label, path, _short(e))) from None
+    return key, password
+
+
+def _spki(public_key):
+    return public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _subject(cert):
+    return cert.subject.rfc4514_string() or "(empty subject)"
+
+
+def _when(moment):
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _check_validity(settings, label, path, certs, now):
+    if settings.ssl_allow_expired:
+        return
+    for cert in certs:
+        if now > cert.not_valid_after_utc:
+            raise ConfigError(
+                "%s %s: certificate '%s' expired on %s; to use it anyway set "
+                "ssl_allow_expired (-o ssl_allow_expired)"
+                % (label, path, _subject(cert), _when(cert.not_valid_after_utc)))
+        if now < cert.not_valid_before_utc:
+            raise ConfigError(
+                "%s %s: certificate '%s' is not valid before %s; to use it anyway "
+                "set ssl_allow_expired (-o ssl_allow_expired)"
+                % (label, path, _subject(cert), _when(cert.not_valid_before_utc)))
+
+
+def _signed_by(cert, issuer):
+    try:
+        cert.verify_directly_issued_by(issuer)
+        return True
+    except Exception:   # wrong name, bad signature, unsupported key type
+        return False
+
+
+class _Issuers:
+    """Where the leaf's issuer may be found besides the file: -G, -A, system."""
+
+    def __init__(self, cafiles, cadirs):
+        self.cafiles, self.cadirs = cafiles, cadirs
+        self._loaded = None
+
+    def certs(self):
+        if self._loaded is None:
+            found = []
+            paths = list(self.cafiles)
+            for d in self.cadirs:
+                try:
+                    names = sorted(os.listdir(d))[:MAX_CA_DIR_FILES]
+                except OSError:
+                    continue
+                paths.extend(os.path.join(d, n) for n in names)
+            default = ssl.get_default_verify_paths()
+            if default.cafile:
+                paths.append(default.cafile)
+            elif default.capath and os.path.isdir(default.capath):
+                names = sorted(os.listdir(default.capath))[:MAX_CA_DIR_FILES]
+                paths.extend(os.path.join(default.capath, n) for n in names)
+            for p in paths:
+                try:
+                    if not os.path.isfile(p) or os.path.getsize(p) > MAX_FILE:
+                        continue
+                    with open(p, "rb") as f:
+                        data = f.read()
+                    with warnings.catch_warnings():
+                        # some old system roots have non-positive serials
+                        warnings.simplefilter("ignore")
+                        found.extend(x509.load_pem_x509_certificates(data))
+                except (OSError, ValueError):
+                    continue
+            self._loaded = found
+        return self._loaded
+
+
+def _check_chain(label, path, certs, issuers):
+    """The leaf's issuer must be in the file, -G/-A or the system trust store."""
+    leaf = certs[0]
+    others = certs[1:]
+    cur = leaf
+    for _ in range(MAX_CHAIN):
+        if cur.issuer == cur.subject:
+            return                                  # reached a self-signed cert
+        named = [c for c in others if c.subject == cur.issuer and c is not cur]
+        signer = next((c for c in named if _signed_by(cur, c)), None)
+        if signer is None and named:
+            raise ConfigError("%s %s: certificate '%s' is not signed by the '%s' "
+                              "certificate that follows it in the file"
+                              % (label, path, _subject(cur), cur.issuer.rfc4514_string()))
+        if signer is None:
+            if cur is not leaf:
+                return      # the file ends at an intermediate; clients have its root
+            if any(c.subject == cur.issuer and _signed_by(cur, c)
+                   for c in issuers.certs()):
+                return      # OpenSSL completes the chain from -G/-A; or a known root
+            raise ConfigError(
+                "%s %s: the intermediate certificate is missing: the issuer '%s' of "
+                "'%s' is not in the file, in -G/-A or among the trusted roots; append "
+                "the issuer's certificate to the file after the server certificate "
+                "(or give a private CA with -G)"
+                % (label, path, cur.issuer.rfc4514_string(), _subject(cur)))
+        cur = signer
+    raise ConfigError("%s %s: certificate chain longer than %d" % (label, path, MAX_CHAIN))
+
+
+def _check_pair(settings, cert_label, cert_path, key_label, key_path, issuers, ask, now):
+    """Check one certificate file and its key; returns (certs, passphrase)."""
+    cert_data = _read(cert_label, cert_path)
+    certs = _load_certs(cert_label, cert_path, cert_data)
+    if key_path and key_path != cert_path:
+        key, password = _load_key(settings, key_label, key_path,
+                                  _read(key_label, key_path), ask)
+    else:
+        key_label, key_path = cert_label, cert_path
+        key, password = _load_key(settings, cert_label, cert_path, cert_data, ask)
+    if _spki(key.public_key()) != _spki(certs[0].public_key()):
+        where = "" if key_path == cert_path else " in %s" % cert_path
+        raise ConfigError("%s %s: the private key does not match the certificate '%s'%s"
+                          % (key_label, key_path, _subject(certs[0]), where))
+    _check_validity(settings, cert_label, cert_path, certs, now)
+    _check_chain(cert_label, cert_path, certs, issuers)
+    return certs, password
+
+
+def _check_cafile(label, path):
+    _load_certs(label, path, _read(label, path))
+
+
+def _check_cadir(label, path):
+    if not os.path.isdir(path):
+        if not os.path.exists(path):
+            raise ConfigError("%s %s: no such directory" % (label, path))
+        raise ConfigError("%s %s: not a directory" % (label, path))
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ConfigError("%s %s: cannot read the directory" % (label, path))
+
+
+def _sni_entries(settings):
+    """[(name, crt, key or None, ca or None)] found in ssl_sni_path."""
+    d = settings.ssl_sni_path
+    label = "ssl_sni_path"
+    _check_cadir(label, d)
+    try:
+        names = sorted(os.listdir(d))
+    except OSError as e:
+        raise ConfigError("%s %s: cannot read: %s" % (label, d, e.strerror))
+    entries = []
+    for fname in names:
+        if not fname.endswith(".crt"):
+            continue
+        name = fname[:-4].lower()
+        if not SNI_NAME.match(name):
+            log.warning("ssl_sni_path %s: ignoring %s: not a host name", d, fname)
+            continue
+        crt = os.path.join(d, fname)
+        key = os.path.join(d, fname[:-4] + ".key")
+        ca = os.path.join(d, fname[:-4] + ".ca")
+        entries.append((name, crt, key if os.path.exists(key) else None,
+                        ca if os.path.exists(ca) else None))
+    if not entries:
+        log.warning("ssl_sni_path %s: no NAME.crt files; every client gets the "
+                    "default certificate", d)
+    return entries
+
+
+def _check_all(settings, ask):
+    """Every check; returns the material build_context needs."""
+    s = settings
+    if not s.ssl_cert:
+        for value, what in ((s.ssl_key, "-K"), (s.ssl_cafile, "-G"), (s.ssl_cadir, "-A"),
+                            (s.ssl_require_cert, "-R"), (s.ssl_sni_path, "ssl_sni_path")):
+            if value:
+                raise ConfigError("%s needs a server certificate: give it with -E certfile"
+                                  % what)
+        return None
+    if s.ssl_ocsp_response:
+        check_ocsp_response(s.ssl_ocsp_response)
+    version_range(s)
+    if s.ssl_cafile:
+        _check_cafile("-G", s.ssl_cafile)
+    if s.ssl_cadir:
+        _check_cadir("-A", s.ssl_cadir)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cafiles = [s.ssl_cafile] if s.ssl_cafile else []
+    cadirs = [s.ssl_cadir] if s.ssl_cadir else []
+    issuers = _Issuers(cafiles, cadirs)
+    certs, password = _check_pair(s, "-E", s.ssl_cert, "-K", s.ssl_key, issuers, ask, now)
+    material = {"default": (s.ssl_cert, s.ssl_key or s.ssl_cert, password, certs,
+                            s.ssl_cafile, s.ssl_cadir), "sni": []}
+    if s.ssl_sni_path:
+        for name, crt, key, ca in _sni_entries(s):
+            label = "ssl_sni_path"
+            if ca:
+                _check_cafile(label, ca)
+            sni_issuers = _Issuers(([ca] if ca else []) + cafiles, cadirs)
+            c, pw = _check_pair(s, label, crt, label, key, sni_issuers, ask, now)
+            material["sni"].append((name, crt, key or crt, pw, c,
+                                    ca or s.ssl_cafile, None if ca else s.ssl_cadir))
+    return material
+
+
+# --- building contexts -----------------------------------------------------------
+
+def _new_context(settings, label, cert, key, password, cafile, cadir):
+    low, high, holes = version_range(settings)
+    ctx = PenSSLContext(ssl.PROTOCOL_TLS_SERVER)
+    options = ctx.options | ssl.OP_NO_COMPRESSION | ssl.OP_IGNORE_UNEXPECTED_EOF
+    if hasattr(ssl, "OP_NO_RENEGOTIATION"):
+        # Client renegotiation is a DoS vector; the stdlib offers no hook to
+        # rate-limit it (pen's ssl_client_renegotiation_interval), so it is
+        # refused outright: "never more often than N seconds" holds for any N.
+        options |= ssl.OP_NO_RENEGOTIATION
+    if settings.ssl_compat:
+        options |= ssl.OP_ALL | OP_LEGACY_SERVER_CONNECT
+    if "cipher_server_preference" in settings.ssl_options:
+        options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    for v in holes:
+        options |= VERSION_NO_OPTION[v]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # OP_NO_TLS* holes
+        ctx.options = options
+        try:
+            ctx.minimum_version = low
+            ctx.maximum_version = high
+        except (ValueError, ssl.SSLError) as e:
+            raise ConfigError("-L %s: cannot set the protocol range: %s"
+                              % (settings.ssl_protocol or "ssl23", e)) from None
+    # The security level must be lowered before the certificate is loaded
+    # (OpenSSL checks key sizes at load time).
+    ciphers = settings.ssl_ciphers
+    legacy = settings.ssl_compat or low < V.TLSv1_2
+    if legacy and (not ciphers or "@SECLEVEL" not in ciphers):
+        ciphers = (ciphers + ":" if ciphers else "DEFAULT:") + LEGACY_SECLEVEL
+    if ciphers:
+        try:
+            ctx.set_ciphers(ciphers)
+        except ssl.SSLError:
+            raise ConfigError("ssl_ciphers %s: no cipher can be selected from this list"
+                              % (settings.ssl_ciphers or ciphers)) from None
+    try:
+        ctx.load_cert_chain(cert, None if key == cert else key, password)
+    except ssl.SSLError as e:
+        raise ConfigError("%s %s: OpenSSL refused the certificate or key: %s"
+                          % (label, cert, e.reason or e)) from None
+    except OSError as e:
+        raise ConfigError("%s %s: cannot read: %s" % (label, cert, e.strerror or e)) from None
+    if cafile or cadir:
+        try:
+            ctx.load_verify_locations(cafile=cafile, capath=cadir)
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError("-G/-A %s: cannot load the CA certificates: %s"
+                              % (cafile or cadir, getattr(e, "reason", None) or e)) from None
+    if settings.ssl_require_cert:
+        if not (cafile or cadir):
+            ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)   # as pen: default paths
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _sni_callback(table):
+    """sni_callback for the default context: switch to the name's context."""
+    def on_sni(sslobj, server_name, ctx):
+        if server_name:
+            sub = table.get(server_name.lower().rstrip("."))
+            if sub is not None:
+                sslobj.context = sub
+        return None       # unknown names keep the default certificate
+    return on_sni
+
+
+def _build(settings, material):
+    cert, key, password, certs, cafile, cadir = material["default"]
+    ctx = _new_context(settings, "-E", cert, key, password, cafile, cadir)
+    ctx.pen_certs = [("default", cert, certs)]
+    table = {}
+    for name, crt, k, pw, c, ca, cadir2 in material["sni"]:
+        sub = _new_context(settings, "ssl_sni_path", crt, k, pw, ca, cadir2)
+        sub.pen_certs = [("sni:" + name, crt, c)]
+        table[name] = sub
+        ctx.pen_certs.append(("sni:" + name, crt, c))
+    ctx.pen_sni = table
+    if table:
+        ctx.sni_callback = _sni_callback(table)
+    return ctx
+
+
+def check_certificates(settings, ask=None):
+    """Check every TLS file before detaching; returns the context (None if no -E).
+
+    `ask(prompt) -> passphrase` is called for an encrypted key when there is
+    no ssl_key_password_file; by default pen asks on the terminal if stdin is
+    one.  The typed passphrase is kept in settings.ssl_key_passphrase so a
+    SIGHUP reload can use it.  Raises ConfigError: one line, file and problem.
+    """
+    material = _check_all(settings, ask)
+    if material is None:
+        return None
+    return _build(settings, material)
+
+
+def build_context(settings, ask=False):
+    """The server-side SSLContext for -E/-K/-G/-A/-R/-L/-Z and the ssl_* commands.
+
+    Checks everything first, like check_certificates; never prompts unless
+    `ask` is given.  ConfigError if TLS is not configured or anything is wrong.
+    """
+    if not tls_enabled(settings):
+        raise ConfigError("TLS is not configured: give a certificate with -E certfile")
+    return check_certificates(settings, ask)
+
+
+def reload(settings, old_ctx):
+    """A fresh context for SIGHUP.  On any problem raise ConfigError (keep old_ctx).
+
+    Never prompts for a passphrase (the daemon has no terminal): it uses
+    ssl_key_password_file or the passphrase typed at startup.
+    """
+    try:
+        if not tls_enabled(settings):
+            raise ConfigError("TLS is not configured: give a certificate with -E certfile")
+        return check_certificates(settings, ask=False)
+    except ConfigError as e:
+        what = "keeping the certificates in use" if old_ctx is not None else "TLS stays off"
+        raise ConfigError("TLS reload failed, %s: %s" % (what, e)) from None
+
+
+# --- ssl_info ---------------------------------------------------------------------
+
+def _sans(cert):
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return "(none)"
+    except ValueError:
+        return "(unreadable)"
+    out = []
+    for gn in ext.value:
+        if isinstance(gn, x509.DNSName):
+            out.append("DNS:" + gn.value)
+        elif isinstance(gn, x509.IPAddress):
+            out.append("IP:" + str(gn.value))
+        elif isinstance(gn, x509.RFC822Name):
+            out.append("email:" + gn.value)
+        elif isinstance(gn, x509.UniformResourceIdentifier):
+            out.append("URI:" + gn.value)
+        else:
+            out.append(type(gn).__name__)
+    return " ".join(out) or "(none)"
+
+
+def _describe(label, path, certs, now):
+    leaf = certs[0]
+    left = (leaf.not_valid_after_utc - now).total_seconds() / 86400
+    return ["%s file %s" % (label, path),
+            "%s subject %s" % (label, _subject(leaf)),
+            "%s issuer %s" % (label, leaf.issuer.rfc4514_string()),
+            "%s san %s" % (label, _sans(leaf)),
+            "%s not_before %s" % (label, _when(leaf.not_valid_before_utc)),
+            "%s not_after %s" % (label, _when(leaf.not_valid_after_utc)),
+            "%s days_left %d" % (label, int(left // 1))]
+
+
+def cert_info(settings, ctx=None):
+    """Lines for `ssl_info`: each certificate's file, subject, issuer, SANs, dates.
+
+    With `ctx` (the context in use) it describes what is loaded; without, it
+    reads the files named in `settings` (no key, no passphrase needed).
+    Every line starts with the certificate's label ("default", "sni:NAME").
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if ctx is not None and getattr(ctx, "pen_certs", None):
+        records = ctx.pen_certs
+    elif not tls_enabled(settings):
+        return ["ssl not enabled (no -E certfile)"]
+    else:
+        records = []
+        try:
+            records.append(("default", settings.ssl_cert,
+                            _load_certs("-E", settings.ssl_cert,
+                                        _read("-E", settings.ssl_cert))))
+            if settings.ssl_sni_path:
+                for name, crt, _key, _ca in _sni_entries(settings):
+                    records.append(("sni:" + name, crt,
+                                    _load_certs("ssl_sni_path", crt,
+                                                _read("ssl_sni_path", crt))))
+        except ConfigError as e:
+            return [str(e)]
+    lines = []
+    for label, path, certs in records:
+        lines.extend(_describe(label, path, certs, now))
+    return lines
+
+
+# --- non-blocking socket helpers for the relay ------------------------------------
+
+def wrap_server_side(ctx, sock):
+    """Wrap an accepted, non-blocking socket; `sock` is detached and unusable after."""
+    return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
+                           suppress_ragged_eofs=True)
+
+
+def handshake_step(sslsock):
+    """One handshake attempt: None when done, else the event to wait for.
+
+    Raises ssl.SSLError / OSError when the handshake fails (close the socket).
+    """
+    try:
+        sslsock.do_handshake()
+    except ssl.SSLWantReadError:
+        return EVENT_READ
+    except ssl.SSLWantWriteError:
+        return EVENT_WRITE
+    return None
+
+
+def close_notify_step(sslsock):
+    """Half-close towards the TLS peer: send close_notify, then a TCP FIN.
+
+    None when done (reads keep working), EVENT_WRITE to be called again when
+    writable.  Raises OSError/ssl.SSLError if the peer is gone (close then).
+    """
+    try:
+        sslsock.unwrap()
+    except ssl.SSLWantReadError:
+        pass     # close_notify sent; the peer's own close_notify is not needed
+    except ssl.SSLWantWriteError:
+        return EVENT_WRITE
+    # SSLSocket.shutdown() would drop the TLS layer; shut the TCP side directly.
+    try:
+        socket.socket.shutdown(sslsock, socket.SHUT_WR)
+    except OSError:
+        pass     # already disconnected: the next read or write reports it
+    return None
