@@ -12,10 +12,11 @@ How the relay drives a TLS client socket (all non-blocking, one reactor):
    (if `sock` was registered, unregister it first).
 2. Handshake: call `want = handshake_step(sslsock)`; None means done, else
    register/modify for `want` (EVENT_READ or EVENT_WRITE) and call it again
-   when ready.  ssl.SSLError/OSError mean the handshake failed: close.  Keep
-   the connect/idle timer running meanwhile, so a client that never finishes
-   costs one fd until the timeout and nothing else.  Connect to the backend
-   only after the handshake (or in parallel; pen connects first).
+   when ready.  OSError (ssl.SSLError is a subclass) means the handshake
+   failed: close.  Keep the connect/idle timer running meanwhile, so a client
+   that never finishes costs one fd until the timeout and nothing else.
+   Connecting to the backend after the handshake spares backends from
+   clients that never finish; either order works.
 3. Reading: `n = sslsock.recv_into(view)`; 0 is EOF (close_notify, or a
    TCP FIN without it: OP_IGNORE_UNEXPECTED_EOF is set, so no SSLEOFError).
    ssl.SSLWantReadError -> wait for EVENT_READ; ssl.SSLWantWriteError ->
@@ -63,11 +64,15 @@ from .errors import ConfigError
 
 log = logging.getLogger("pen")
 
-# Why no OCSP stapling: see the note at OCSP_UNSUPPORTED's users below and
-# in the issue's closing note.  The stdlib ssl module exposes no
-# SSL_CTX_set_tlsext_status_cb; the only maintained Python binding that
-# does (pyOpenSSL's Context.set_ocsp_server_callback) replaces ssl.SSLSocket
-# with OpenSSL.SSL.Connection, i.e. a second TLS stack, which SPEC 1 rules out.
+# Why no OCSP stapling: stapling needs OpenSSL's SSL_CTX_set_tlsext_status_cb,
+# which the stdlib ssl module does not expose (CPython has no server-side OCSP
+# API).  The maintained binding that has it, pyOpenSSL's
+# Context.set_ocsp_server_callback, works on OpenSSL.SSL.Connection objects,
+# i.e. a second TLS stack instead of ssl.SSLSocket, which SPEC 1 rules out.
+# Calling libssl through ctypes on the SSL_CTX inside an ssl.SSLContext does
+# work on a dynamically linked CPython, but it reads CPython's private struct
+# layout and must hit the very libssl copy _ssl uses (else memory corruption),
+# so it is not something to ship.  Hence: refuse clearly.
 OCSP_UNSUPPORTED = ("ssl_ocsp_response: OCSP stapling is not supported: Python's "
                     "ssl module has no server-side stapling hook")
 
@@ -683,7 +688,8 @@ def cert_info(settings, ctx=None):
 # --- non-blocking socket helpers for the relay ------------------------------------
 
 def wrap_server_side(ctx, sock):
-    """Wrap an accepted, non-blocking socket; `sock` is detached and unusable after."""
+    """Wrap an accepted socket (made non-blocking); `sock` is detached after."""
+    sock.setblocking(False)
     return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
                            suppress_ragged_eofs=True)
 

@@ -8,6 +8,7 @@ socket has a timeout, every loop is bounded.
 
 import os
 import selectors
+import signal
 import socket
 import ssl
 import sys
@@ -266,3 +267,56 @@ def test_stalled_client_does_not_block_and_others_complete(c, server_ctx):
             s.close()
         stalled.close()
         lsock.close()
+
+
+def test_encrypted_key_passphrase_asked_on_a_terminal(c):
+    """With stdin a terminal and no ssl_key_password_file, pen asks (getpass)."""
+    import pty
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from pen import tls\nfrom pen.state import Settings\n"
+            "s = Settings(ssl_cert=%r, ssl_key=%r, ssl_cafile=%r)\n"
+            "tls.check_certificates(s)\nprint('OK', s.ssl_key_passphrase == %r)\n"
+            % (root, c.encrypted_cert, c.encrypted_key, c.ca_cert, certgen.PASSWORD))
+    pid, fd = pty.fork()
+    if pid == 0:                                  # child: stdin is the pty
+        try:
+            os.chdir(root)
+            os.execv(sys.executable, [sys.executable, "-c", code])
+        finally:
+            os._exit(127)
+    out = b""
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        sent = False
+        while time.monotonic() < deadline:
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_READ)
+                if not sel.select(max(0.0, deadline - time.monotonic())):
+                    break
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:                        # EIO: the child closed the pty
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not sent and b"passphrase for" in out:
+                os.write(fd, certgen.PASSWORD + b"\n")
+                sent = True
+    finally:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:                               # still waiting: stop it
+            for _ in range(50):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.02)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert b"passphrase for %s" % c.encrypted_key.encode() in out
+    assert certgen.PASSWORD not in out             # not echoed
+    assert b"OK True" in out, out
+    assert os.waitstatus_to_exitcode(status) == 0
