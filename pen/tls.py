@@ -105,9 +105,10 @@ PROTOCOLS = {"ssl3": V.SSLv3, "tls1": V.TLSv1, "tls1.0": V.TLSv1,
              "tls1.1": V.TLSv1_1, "tls1.2": V.TLSv1_2, "tls1.3": V.TLSv1_3}
 PROTOCOL_HELP = "ssl23, tls1, tls1.1, tls1.2, tls1.3, or one of them with + (e.g. tls1.2+)"
 
-# ssl_option words (pen's) -> the protocol version they switch off, or an option.
+# ssl_option words (pen's, plus no_tlsv1.3) -> the protocol version they switch off.
 SSL_OPTION_VERSIONS = {"no_sslv2": None, "no_sslv3": V.SSLv3, "no_tlsv1": V.TLSv1,
-                       "no_tlsv1.1": V.TLSv1_1, "no_tlsv1.2": V.TLSv1_2}
+                       "no_tlsv1.1": V.TLSv1_1, "no_tlsv1.2": V.TLSv1_2,
+                       "no_tlsv1.3": V.TLSv1_3}
 SSL_OPTION_NAMES = tuple(SSL_OPTION_VERSIONS) + ("cipher_server_preference",)
 
 

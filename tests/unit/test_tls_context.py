@@ -292,8 +292,10 @@ def test_ssl_options_narrow_the_version_range(c):
 def test_ssl_option_words(c):
     for word in tls.SSL_OPTION_NAMES:
         tls.check_ssl_option(word)
-    with pytest.raises(ConfigError, match="unknown option 'no_tlsv1.3'"):
-        tls.check_ssl_option("no_tlsv1.3")
+    with pytest.raises(ConfigError, match="unknown option 'no_tlsv1.4'"):
+        tls.check_ssl_option("no_tlsv1.4")
+    s = settings(c, ssl_options=["no_tlsv1.3"])
+    assert tls.version_range(s) == (V.TLSv1_2, V.TLSv1_2, [])
     ctx = tls.check_certificates(settings(c, ssl_options=["cipher_server_preference"]))
     assert ctx.options & ssl.OP_CIPHER_SERVER_PREFERENCE
     assert "unknown option" in error_of(settings(c, ssl_options=["bogus"]))
