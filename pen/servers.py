@@ -13,7 +13,7 @@ class Server:
 
     __slots__ = ("index", "host", "port", "family", "sockaddr", "max", "hard",
                  "weight", "prio", "acl", "conn", "status", "sx", "rx",
-                 "disabled")
+                 "disabled", "connects")
 
     def __init__(self, index, host="0.0.0.0", port=0, max=0, hard=0, weight=0,
                  prio=0, acl=-1, family=socket.AF_INET, sockaddr=None):
@@ -32,6 +32,7 @@ class Server:
         self.sx = 0               # bytes sent to the server
         self.rx = 0               # bytes received from the server
         self.disabled = False     # out of rotation until enabled
+        self.connects = 0         # connections made to it, ever (MRTG, stats)
 
     @property
     def addr(self):

@@ -6,6 +6,7 @@ module globals.  Commands (control socket, -F, -o) edit it; the relay reads it.
 
 from dataclasses import dataclass, field
 
+from .acl import Acls
 from .balance import ClientTable
 
 # Defaults of pen 0.34.1 (pen's usage text).
@@ -63,6 +64,24 @@ class Settings:
     ssl_require_cert: bool = False
     ssl_protocol: str = None
     argv: list = field(default_factory=list)        # the command line, for `write`
+    # penctl commands (pen/commands.py)
+    client_acl: int = 0                             # client_acl N
+    control_acl: int = 0                            # control_acl N
+    tarpit_acl: int = -1                            # tarpit_acl N (DSR only; stored)
+    abort_on_error: bool = False                    # abort_on_error
+    dummy: bool = False                             # dummy (act as a web server)
+    keepalive: bool = False                         # keepalive (SO_KEEPALIVE upstream)
+    transparent: bool = False                       # transparent
+    tcp_nodelay: bool = False                       # tcp_nodelay
+    tcp_fastclose: str = "off"                      # tcp_fastclose up|down|both|off
+    peek: bool = False                              # peek (accepted, no effect)
+    pending_max: int = 100                          # pending_max N
+    idlers: int = 0                                 # idlers N (wanted)
+    source: str = None                              # source IP for upstream connects
+    dsr_if: str = None                              # dsr_if IF (stored, no DSR)
+    dsr_ip: str = None                              # dsr_ip IP (stored, no DSR)
+    geoip_db: str = None                            # geoip_db FILE (extension)
+    algorithm: str = None                           # leastconn|random|byorder (extension)
 
 
 class Counters:
@@ -87,3 +106,4 @@ class State:
         self.last_server = 0            # round-robin cursor, as pen's
         self.counters = Counters()
         self.conns = {}                 # conn id -> relay.Conn, for penctl
+        self.acls = Acls()              # ACLs 0..9 (pen/acl.py)

@@ -1,0 +1,762 @@
+"""pen's command language: the control socket, -F files, -o/-O and include.
+
+    parse(line, state) -> Command or None    PURE: every check happens here
+    apply(state, cmd) -> (reply_lines, effects)   edits State; cannot fail
+    execute(state, line) -> (reply_lines, effects)   both; errors become replies
+    dump(state, path) -> lines                what `write` puts in the file
+    load_config(path, state) -> (effects, errors)    -F, SIGHUP and include
+                                 (both in pen/config.py, importable from here)
+
+A line is split on whitespace; a word starting with `#` starts a comment.
+Words and replies are pen 0.34.1's.  Where pen silently accepts garbage
+(non-numbers, out-of-range server or ACL numbers, bad addresses, unknown
+keywords, extra words) parse raises CommandError with a one-line message
+naming the command, the value and what was allowed, and nothing changes.
+Unknown commands get pen's own reply, `do_cmd: ignoring command starting
+with 'X'`.
+
+Effects are what apply cannot do itself because it touches file
+descriptors; the daemon (pen/app.py) runs them, in order, after apply:
+
+    ("listen", ListenAddr)   re-bind the client listener; on success set
+                             settings.listen (the old one stays if it fails)
+    ("exit",)                stop the daemon cleanly (only produced with -X)
+    ("close", conn_id)       close that connection (it is in state.conns)
+    ("log", target)          (re)open the -l log: a file path, "host:port"
+                             for UDP, or None to stop logging
+    ("write", path, text)    write text to path (`write`, and the -w file on
+                             `status`)
+    ("include", path)        run load_config(path, state) and its effects
+    ("debug", level)         set the logging level (settings.debug is set)
+    ("conn_max", n)          settings.conn_max changed: resume accepting if
+                             the listener was paused at the old limit
+    ("source", ip_or_None)   bind upstream connections to this local IP
+    ("tls",)                 an ssl_* setting changed: rebuild the TLS context
+    ("ssl_info",)            reply with tls.cert_info() of the context in use
+
+The daemon's run_effects may return extra reply lines (for example an
+error saying the new listen address could not be bound); the control
+socket appends them to the reply.
+"""
+
+import ipaddress
+import os
+import re
+import socket
+import time
+
+from . import acl as aclmod
+from . import stats
+from .addr import parse_hostport, parse_listen, parse_port, resolve, split_host
+from .errors import CommandError, ConfigError
+from .servers import Server
+
+INT_MAX = 2 ** 31 - 1
+SERVERS_MAX = 4096          # server indexes 0..4095
+ACL_RULES_MAX = 1000        # rules per ACL
+CLIENTS_LIMIT = 1 << 24     # clients_max ceiling
+CONN_LIMIT = 1 << 20        # conn_max ceiling
+RECENT_DEFAULT = 300
+UNKNOWN = "do_cmd: ignoring command starting with '{}'"
+FASTCLOSE = ("up", "down", "both", "off")
+ALGORITHMS = ("leastconn", "random", "byorder")
+SERVER_KEYS = ("acl", "address", "port", "max", "hard", "blacklist", "weight", "prio")
+SERVER_FLAGS = ("disable", "enable")
+NUMBER_RE = re.compile(r"-?[0-9]+")
+
+
+class Command:
+    """A checked command: `run(state, now, wall)` -> (reply_lines, effects)."""
+
+    __slots__ = ("word", "run")
+
+    def __init__(self, word, run):
+        self.word = word
+        self.run = run
+
+    def __repr__(self):
+        return f"Command({self.word!r})"
+
+
+NOTHING = ([], [])
+
+
+def _nothing(state, now, wall):
+    return [], []
+
+
+# --- small checks ----------------------------------------------------------------------
+
+
+def number(word, text, lo=0, hi=INT_MAX, what="value"):
+    """A whole number lo..hi from `text`, or CommandError naming `word`."""
+    if not NUMBER_RE.fullmatch(text):
+        raise CommandError(f"{word}: {what} must be a whole number, got {text!r}")
+    n = int(text)
+    if not lo <= n <= hi:
+        allowed = f"{lo} or more" if hi >= INT_MAX else f"{lo}-{hi}"
+        raise CommandError(f"{word}: {what} {n} out of range ({allowed})")
+    return n
+
+
+def arity(word, args, most, usage, least=0):
+    if len(args) > most:
+        raise CommandError(f"{word}: unexpected {args[most]!r} (usage: {usage})")
+    if len(args) < least:
+        raise CommandError(f"{word}: missing argument (usage: {usage})")
+
+
+def split(line):
+    """Words of a command line: cut at the first CR/LF (as pen), split on
+    whitespace, drop a trailing comment (a word starting with '#')."""
+    for end in ("\r", "\n"):
+        line = line.split(end, 1)[0]
+    words = line.split()
+    for i, w in enumerate(words):
+        if w.startswith("#"):
+            return words[:i]
+    return words
+
+
+def show(word, field):
+    """A Command replying with settings.field, or nothing when it is unset."""
+    def run(state, now, wall):
+        value = getattr(state.settings, field)
+        return ([str(value)] if value else []), []
+    return Command(word, run)
+
+
+# --- handler factories -----------------------------------------------------------------
+# A handler is handler(word, args, state) -> Command; it checks everything.
+
+
+def setting(field, what, lo=0, hi=INT_MAX, fmt="{}", effect=None, usage=None):
+    """`word [N]`: set settings.field when N is given; reply with its value."""
+    def handler(word, args, state):
+        arity(word, args, 1, usage or f"{word} [{what.upper()}]")
+        value = number(word, args[0], lo, hi, what) if args else None
+
+        def run(state, now, wall):
+            st = state.settings
+            if value is not None:
+                setattr(st, field, value)
+            current = getattr(st, field)
+            if isinstance(current, float) and current.is_integer():
+                current = int(current)
+            effects = [effect(value)] if effect and value is not None else []
+            return [fmt.format(current)], effects
+        return Command(word, run)
+    return handler
+
+
+def flag(field, value=True):
+    """`word` / `no word`: switch a boolean setting."""
+    def handler(word, args, state):
+        arity(word, args, 0, word)
+
+        def run(state, now, wall):
+            setattr(state.settings, field, value)
+            return NOTHING
+        return Command(word, run)
+    return handler
+
+
+def obsolete(word, args, state):
+    """Commands pen keeps for old configs; they do nothing."""
+    return Command(word, _nothing)
+
+
+def event_backend(name):
+    def handler(word, args, state):
+        arity(word, args, 0, word)
+
+        def run(state, now, wall):
+            state.settings.event_backend = name
+            return NOTHING
+        return Command(word, run)
+    return handler
+
+
+def text_setting(field, what, effect=None, query=True, required=False):
+    """`word [VALUE]`: set a string setting; without VALUE reply with it."""
+    def handler(word, args, state):
+        arity(word, args, 1, f"{word} {what}" if required else f"{word} [{what}]",
+              least=1 if required else 0)
+        value = args[0] if args else None
+
+        def run(state, now, wall):
+            st = state.settings
+            if value is not None:
+                setattr(st, field, value)
+            effects = [effect] if effect and value is not None else []
+            current = getattr(st, field)
+            return ([current] if query and current else []), effects
+        return Command(word, run)
+    return handler
+
+
+def clear(field, effect=None, value=None):
+    """`no word`: reset a setting."""
+    def handler(word, args, state):
+        arity(word, args, 0, word)
+
+        def run(state, now, wall):
+            setattr(state.settings, field, value)
+            return [], ([effect] if effect else [])
+        return Command(word, run)
+    return handler
+
+
+# --- commands with their own logic -------------------------------------------------------
+
+
+def cmd_acl(word, args, state):
+    usage = "acl N permit|deny ADDRESS [MASK] | ADDRESS6[/LEN] | country CC"
+    if not args:
+        raise CommandError(f"acl: missing ACL number (usage: {usage})")
+    n = aclmod.check_number("acl", args[0])
+    rule = aclmod.parse_rule(args[1:])
+    if len(state.acls[n]) >= ACL_RULES_MAX:
+        raise CommandError(f"acl: ACL {n} is full ({ACL_RULES_MAX} rules); "
+                           f"clear it with 'no acl {n}'")
+
+    def run(state, now, wall):
+        state.acls.add(n, rule)
+        return NOTHING
+    return Command(word, run)
+
+
+def cmd_no_acl(word, args, state):
+    arity(word, args, 1, "no acl N", least=1)
+    n = aclmod.check_number(word, args[0])
+
+    def run(state, now, wall):
+        state.acls.clear(n)
+        return NOTHING
+    return Command(word, run)
+
+
+def cmd_geoip_db(word, args, state):
+    arity(word, args, 1, "geoip_db [FILE]")
+    if not args:
+        return show(word, "geoip_db")
+    from .geoip import open_db
+    db = open_db(args[0])
+    return Command(word, lambda state, now, wall: _set_geoip(state, db, args[0]))
+
+
+def cmd_no_geoip_db(word, args, state):
+    arity(word, args, 0, word)
+    return Command(word, lambda state, now, wall: _set_geoip(state, None, None))
+
+
+def _set_geoip(state, db, path):
+    old = state.acls.country_of
+    if old is not None and hasattr(old, "close"):
+        old.close()
+    state.acls.country_of = db
+    state.settings.geoip_db = path
+    return NOTHING
+
+
+def cmd_clients_max(word, args, state):
+    arity(word, args, 1, "clients_max [N]")
+    value = number(word, args[0], 1, CLIENTS_LIMIT, "size") if args else None
+
+    def run(state, now, wall):
+        if value is not None:
+            state.settings.clients_max = value
+            state.clients.resize(value)
+        return [str(state.settings.clients_max)], []
+    return Command(word, run)
+
+
+def conn_command(live, free):
+    """`close N` / `connection N`: `live(n, conn)` -> reply for an open
+    connection, `free(n)` -> lines for an unused id below conn_max; pen's
+    "out of range" above it."""
+    def handler(word, args, state):
+        arity(word, args, 1, f"{word} N", least=1)
+        n = number(word, args[0], -INT_MAX, INT_MAX, "connection")
+
+        def run(state, now, wall):
+            conn = state.conns.get(n)
+            if conn is not None:
+                return live(n, conn)
+            if 0 <= n < state.settings.conn_max:
+                return free(n), []
+            return [f"Connection {n} out of range"], []
+        return Command(word, run)
+    return handler
+
+
+def cmd_socket(word, args, state):
+    arity(word, args, 1, "socket N", least=1)
+    fd = number(word, args[0], -INT_MAX, INT_MAX, "socket")
+
+    def run(state, now, wall):
+        owner = -1
+        for conn_id, conn in state.conns.items():
+            info = stats.conn_info(conn)
+            if fd >= 0 and fd in (info["downfd"], info["upfd"]):
+                owner = conn_id
+                break
+        return [f"Socket {fd} belongs to connection {owner}"], []
+    return Command(word, run)
+
+
+def cmd_control(word, args, state):
+    arity(word, args, 0, word)
+    return show(word, "control")
+
+
+def cmd_exit(word, args, state):
+    arity(word, args, 0, word)
+
+    def run(state, now, wall):
+        if state.settings.exit_enabled:
+            return [], [("exit",)]
+        return ["Exit is not enabled; restart with -X flag"], []
+    return Command(word, run)
+
+
+def cmd_idlers(word, args, state):
+    arity(word, args, 1, "idlers [N]")
+    value = number(word, args[0], 0, 10000, "count") if args else None
+
+    def run(state, now, wall):
+        if value is not None:
+            state.settings.idlers = value
+        current = getattr(state, "idlers", 0)
+        return [f"Idlers: {current}/{state.settings.idlers}"], []
+    return Command(word, run)
+
+
+def cmd_include(word, args, state):
+    arity(word, args, 1, "include FILE", least=1)
+    path = args[0]
+    return Command(word, lambda state, now, wall: ([], [("include", path)]))
+
+
+def cmd_listen(word, args, state):
+    arity(word, args, 1, "listen [[ADDRESS:]PORT | /path/to/socket]")
+    if not args:
+        return Command(word, lambda state, now, wall: (
+            [str(state.settings.listen)] if state.settings.listen is not None else [], []))
+    try:
+        addr = parse_listen(args[0])
+    except ConfigError as e:
+        raise CommandError(f"listen: {e}") from None
+    return Command(word, lambda state, now, wall: ([str(addr)], [("listen", addr)]))
+
+
+def _check_log_target(word, target):
+    if "/" not in target and ":" in target:
+        try:
+            parse_hostport(target, what="log address")
+        except ConfigError as e:
+            raise CommandError(f"{word}: {e}") from None
+
+
+def cmd_log(word, args, state):
+    arity(word, args, 1, "log [FILE | HOST:PORT]")
+    target = args[0] if args else None
+    if target is not None:
+        _check_log_target(word, target)
+
+    def run(state, now, wall):
+        st = state.settings
+        effects = []
+        if target is not None:
+            st.logfile = target
+            effects.append(("log", target))
+        return ([st.logfile] if st.logfile else []), effects
+    return Command(word, run)
+
+
+def cmd_mode(word, args, state):
+    arity(word, args, 0, word)
+    return Command(word, lambda state, now, wall: ([stats.mode_line(state.settings)], []))
+
+
+def cmd_pending_max(word, args, state):
+    arity(word, args, 1, "pending_max N", least=1)
+    value = number(word, args[0], 1, CONN_LIMIT, "count")
+
+    def run(state, now, wall):
+        state.settings.pending_max = value
+        return NOTHING
+    return Command(word, run)
+
+
+def cmd_pid(word, args, state):
+    arity(word, args, 0, word)
+    return Command(word, lambda state, now, wall: ([str(os.getpid())], []))
+
+
+def cmd_recent(word, args, state):
+    arity(word, args, 1, "recent [SECONDS]")
+    seconds = number(word, args[0], 0, INT_MAX, "seconds") if args else RECENT_DEFAULT
+    return Command(word, lambda state, now, wall: (
+        stats.recent_lines(state, seconds, now), []))
+
+
+def cmd_servers(word, args, state):
+    arity(word, args, 0, word)
+    return Command(word, lambda state, now, wall: (stats.server_lines(state), []))
+
+
+def _server_port(idx, existing, state, fields):
+    if "port" in fields:
+        return fields["port"]
+    if existing is not None and existing.port:
+        return existing.port
+    listen = state.settings.listen
+    port = getattr(listen, "port", None)
+    if not port:
+        raise CommandError(f"server: server {idx} needs a port (server {idx} port P); "
+                           "the listen address has none to default to")
+    return port
+
+
+def cmd_server(word, args, state):
+    usage = ("server N [acl A] [address HOST] [port P] [max M] [hard H] "
+             "[blacklist T] [weight W] [prio P] [disable|enable]")
+    if not args:
+        raise CommandError(f"server: missing server number (usage: {usage})")
+    count = len(state.servers)
+    if not NUMBER_RE.fullmatch(args[0]):
+        raise CommandError(f"server: index must be a whole number, got {args[0]!r}")
+    idx = int(args[0])
+    if not 0 <= idx <= min(count, SERVERS_MAX - 1):
+        extra = f"; {count} adds a new server" if count < SERVERS_MAX else ""
+        raise CommandError(f"server: index {idx} out of range (0-{count}{extra})")
+    existing = state.servers[idx] if idx < count else None
+    fields, flags = {}, []
+    i = 1
+    while i < len(args):
+        key = args[i]
+        if key in SERVER_FLAGS:
+            flags.append(key)
+            i += 1
+            continue
+        if key not in SERVER_KEYS:
+            raise CommandError(f"server: unknown keyword {key!r} "
+                               f"(expected {', '.join(SERVER_KEYS + SERVER_FLAGS)})")
+        if i + 1 >= len(args):
+            raise CommandError(f"server: {key} needs a value (usage: {usage})")
+        value = args[i + 1]
+        i += 2
+        if key == "address":
+            fields[key] = value
+        elif key == "port":
+            try:
+                fields[key] = parse_port(value, "port")
+            except ConfigError as e:
+                raise CommandError(f"server: {e}") from None
+        elif key == "acl":
+            fields[key] = aclmod.check_number("server", value)
+        else:
+            fields[key] = number("server", value, 0, INT_MAX, key)
+    if "enable" in flags and "disable" in flags:
+        raise CommandError("server: give either enable or disable, not both")
+    if existing is None and "address" not in fields:
+        raise CommandError(f"server: new server {idx} needs an address "
+                           f"(server {idx} address HOST [port P])")
+    resolved = None
+    if "address" in fields or "port" in fields:
+        host = fields.get("address", existing.host if existing is not None else None)
+        try:
+            if host.startswith("["):
+                host, rest = split_host(host)
+                if rest is not None:
+                    raise ConfigError(f"address {fields['address']!r}: "
+                                      "give the port with the port keyword")
+            port = _server_port(idx, existing, state, fields)
+            socktype = socket.SOCK_DGRAM if state.settings.udp else socket.SOCK_STREAM
+            family, sockaddr = resolve(host, port, socktype)
+        except ConfigError as e:
+            raise CommandError(f"server: {e}") from None
+        resolved = (host, port, family, sockaddr)
+
+    if existing is not None and not fields and not flags:
+        return Command(word, lambda state, now, wall: (
+            [stats.server_lines(state)[idx]], []))
+
+    def run(state, now, wall):
+        if idx == len(state.servers):
+            state.servers.append(Server(idx))
+        s = state.servers[idx]
+        if resolved is not None:
+            s.host, s.port, s.family, s.sockaddr = resolved
+        for key in ("acl", "max", "hard", "weight", "prio"):
+            if key in fields:
+                setattr(s, key, fields[key])
+        if "blacklist" in fields:
+            s.status = now + fields["blacklist"]
+        if flags:
+            s.disabled = flags[-1] == "disable"
+        return NOTHING
+    return Command(word, run)
+
+
+def cmd_source(word, args, state):
+    arity(word, args, 1, "source [IP]")
+    if not args:
+        return show(word, "source")
+    try:
+        ip = str(ipaddress.ip_address(args[0]))
+    except ValueError:
+        raise CommandError(f"source: {args[0]!r} is not an IP address") from None
+
+    def run(state, now, wall):
+        state.settings.source = ip
+        return [], [("source", ip)]
+    return Command(word, run)
+
+
+def cmd_ssl_option(word, args, state):
+    from .tls import SSL_OPTION_NAMES, check_ssl_option
+    arity(word, args, 1, f"ssl_option {'|'.join(SSL_OPTION_NAMES)}", least=1)
+    option = args[0]
+    try:
+        check_ssl_option(option)
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+
+    def run(state, now, wall):
+        if option not in state.settings.ssl_options:
+            state.settings.ssl_options.append(option)
+        return [], [("tls",)]
+    return Command(word, run)
+
+
+def cmd_ssl_ocsp_response(word, args, state):
+    """pen stapled a pre-fetched OCSP response; Python's ssl module cannot."""
+    from .tls import OCSP_UNSUPPORTED
+    raise CommandError(OCSP_UNSUPPORTED)
+
+
+def cmd_ssl_info(word, args, state):
+    """Our extension: the certificates in use (the daemon adds the lines)."""
+    arity(word, args, 0, word)
+    return Command(word, lambda state, now, wall: ([], [("ssl_info",)]))
+
+
+def cmd_ssl_ciphers(word, args, state):
+    arity(word, args, 1, "ssl_ciphers [CIPHERS]")
+    value = args[0] if args else None
+
+    def run(state, now, wall):
+        state.settings.ssl_ciphers = value
+        return [], [("tls",)]
+    return Command(word, run)
+
+
+def cmd_status(word, args, state):
+    arity(word, args, 1, "status [json|prometheus]")
+    kind = args[0] if args else "html"
+    if kind not in ("html", "json", "prometheus"):
+        raise CommandError(f"status: unknown format {kind!r} (expected json or prometheus)")
+
+    def run(state, now, wall):
+        if kind == "json":
+            return [stats.status_json(state, now, wall)], []
+        if kind == "prometheus":
+            return stats.prometheus(state, now).splitlines(), []
+        page = stats.status_html(state, now, wall)
+        webfile = state.settings.webfile
+        return page.splitlines(), ([("write", webfile, page)] if webfile else [])
+    return Command(word, run)
+
+
+def cmd_tcp_fastclose(word, args, state):
+    if not args:
+        return Command(word, lambda state, now, wall: (
+            ["do_cmd: ignoring tcp_fastclose without argument"], []))
+    arity(word, args, 1, f"tcp_fastclose {'|'.join(FASTCLOSE)}")
+    if args[0] not in FASTCLOSE:
+        raise CommandError(f"tcp_fastclose: expected up, down, both or off, got {args[0]!r}")
+
+    def run(state, now, wall):
+        state.settings.tcp_fastclose = args[0]
+        return NOTHING
+    return Command(word, run)
+
+
+def cmd_dsr(field):
+    def handler(word, args, state):
+        arity(word, args, 1, f"{word} VALUE", least=1)
+
+        def run(state, now, wall):
+            setattr(state.settings, field, args[0])
+            return [f"{word}: stored, but this pen does not do direct server return"], []
+        return Command(word, run)
+    return handler
+
+
+def cmd_write(word, args, state):
+    arity(word, args, 1, "write [FILE]")
+    path = args[0] if args else state.settings.cfgfile
+    if not path:
+        raise CommandError("write: no file given, and pen was started without -F "
+                           "(usage: write FILE)")
+
+    def run(state, now, wall):
+        text = "\n".join(dump(state, path, wall)) + "\n"
+        return [], [("write", path, text)]
+    return Command(word, run)
+
+
+def algorithm(word, args, state):
+    arity(word, args, 0, word)
+
+    def run(state, now, wall):
+        state.settings.algorithm = word
+        return NOTHING
+    return Command(word, run)
+
+
+def no_algorithm(name):
+    def handler(word, args, state):
+        arity(word, args, 0, word)
+
+        def run(state, now, wall):
+            if state.settings.algorithm == name:
+                state.settings.algorithm = None
+            return NOTHING
+        return Command(word, run)
+    return handler
+
+
+FLAGS = ("abort_on_error", "ascii", "dummy", "hash", "http", "keepalive", "peek",
+         "prio", "roundrobin", "stubborn", "tcp_nodelay", "transparent", "weight")
+
+HANDLERS = {
+    "acl": cmd_acl,
+    "blacklist": setting("blacklist_time", "seconds", usage="blacklist [SECONDS]"),
+    "block": obsolete,
+    "client_acl": setting("client_acl", "ACL number", 0, aclmod.ACLS_MAX - 1,
+                          usage="client_acl [N]"),
+    "clients_max": cmd_clients_max,
+    "close": conn_command(
+        lambda n, conn: ([f"Forcibly closing connection {n}"], [("close", n)]),
+        lambda n: [f"Connection {n} is not open"]),
+    "conn_max": setting("conn_max", "count", 1, CONN_LIMIT, effect=lambda n: ("conn_max", n),
+                        usage="conn_max [N]"),
+    "connection": conn_command(lambda n, conn: (stats.connection_lines(n, conn), []),
+                               stats.empty_connection_lines),
+    "control": cmd_control,
+    "control_acl": setting("control_acl", "ACL number", 0, aclmod.ACLS_MAX - 1,
+                           usage="control_acl [N]"),
+    "debug": setting("debug", "level", 0, 100, effect=lambda n: ("debug", n), usage="debug [N]"),
+    "delayed_forward": obsolete,
+    "dsr_if": cmd_dsr("dsr_if"),
+    "dsr_ip": cmd_dsr("dsr_ip"),
+    "epoll": event_backend("epoll"),
+    "exit": cmd_exit,
+    "geoip_db": cmd_geoip_db,
+    "idle_timeout": setting("idle_timeout", "seconds", fmt="Idle timeout: {} seconds",
+                            usage="idle_timeout [SECONDS]"),
+    "idlers": cmd_idlers,
+    "include": cmd_include,
+    "kqueue": event_backend("kqueue"),
+    "listen": cmd_listen,
+    "log": cmd_log,
+    "mode": cmd_mode,
+    "pending_max": cmd_pending_max,
+    "pid": cmd_pid,
+    "poll": event_backend("poll"),
+    "recent": cmd_recent,
+    "select": event_backend("select"),
+    "server": cmd_server,
+    "servers": cmd_servers,
+    "socket": cmd_socket,
+    "source": cmd_source,
+    "ssl_allow_expired": flag("ssl_allow_expired"),
+    "ssl_ciphers": cmd_ssl_ciphers,
+    "ssl_client_renegotiation_interval": setting(
+        "ssl_client_renegotiation_interval", "seconds", effect=lambda n: ("tls",),
+        usage="ssl_client_renegotiation_interval [SECONDS]"),
+    "ssl_key_password_file": text_setting("ssl_key_password_file", "FILE",
+                                          effect=("tls",), required=True, query=False),
+    "ssl_info": cmd_ssl_info,
+    "ssl_ocsp_response": cmd_ssl_ocsp_response,
+    "ssl_option": cmd_ssl_option,
+    "ssl_sni_path": text_setting("ssl_sni_path", "DIR", effect=("tls",),
+                                 required=True, query=False),
+    "status": cmd_status,
+    "tarpit_acl": setting("tarpit_acl", "ACL number", -1, aclmod.ACLS_MAX - 1,
+                          fmt="tarpit_acl = {}", usage="tarpit_acl [N]"),
+    "tcp_fastclose": cmd_tcp_fastclose,
+    "timeout": setting("connect_timeout", "seconds", 1, 3600, usage="timeout [SECONDS]"),
+    "tracking": setting("tracking", "seconds", usage="tracking [SECONDS]"),
+    "web_stats": text_setting("webfile", "FILE"),
+    "write": cmd_write,
+}
+HANDLERS.update({name: flag(name) for name in FLAGS})
+HANDLERS.update({name: algorithm for name in ALGORITHMS})
+
+NO_HANDLERS = {
+    "acl": cmd_no_acl,
+    "block": obsolete,
+    "delayed_forward": obsolete,
+    "dsr_if": clear("dsr_if"),
+    "dsr_ip": clear("dsr_ip"),
+    "geoip_db": cmd_no_geoip_db,
+    "log": clear("logfile", ("log", None)),
+    "source": clear("source", ("source", None)),
+    "ssl_allow_expired": flag("ssl_allow_expired", False),
+    "web_stats": clear("webfile"),
+}
+NO_HANDLERS.update({name: flag(name, False) for name in FLAGS})
+NO_HANDLERS.update({name: no_algorithm(name) for name in ALGORITHMS})
+
+
+def cmd_no(word, args, state):
+    if not args:
+        raise CommandError("no: expected a setting to turn off (like 'no hash')")
+    handler = NO_HANDLERS.get(args[0])
+    if handler is None:
+        raise CommandError(f"no: cannot turn off {args[0]!r} "
+                           f"(expected one of {', '.join(sorted(NO_HANDLERS))})")
+    return handler(f"no {args[0]}", args[1:], state)
+
+
+HANDLERS["no"] = cmd_no
+
+
+# --- the entry points ------------------------------------------------------------------
+
+
+def parse(line, state):
+    """A checked Command for `line`, or None for a blank line or comment.
+    Raises CommandError, and then nothing may change."""
+    words = split(line)
+    if not words:
+        return None
+    handler = HANDLERS.get(words[0])
+    if handler is None:
+        raise CommandError(UNKNOWN.format(words[0]))
+    return handler(words[0], words[1:], state)
+
+
+def apply(state, cmd, now=None, wall=None):
+    """Run a parsed Command: (reply_lines, effects).  Cannot fail."""
+    if cmd is None:
+        return [], []
+    return cmd.run(state, time.monotonic() if now is None else now,
+                   time.time() if wall is None else wall)
+
+
+def execute(state, line, now=None, wall=None):
+    """parse + apply; a CommandError becomes the one-line reply."""
+    try:
+        cmd = parse(line, state)
+    except CommandError as e:
+        return [str(e)], []
+    return apply(state, cmd, now, wall)
+
+
+# dump (write) and load_config (-F, include) live in pen/config.py.
+from .config import dump, load_config  # noqa: E402  (config uses parse/apply)

@@ -1,0 +1,255 @@
+"""The control socket (-C port | addr:port | /path/to/socket): I/O only.
+
+As pen does, a control connection carries ONE command: the client sends a
+line, pen runs it (pen/commands.py) and sends the reply, then closes.
+Unlike pen (which did a blocking read on the event loop), everything here
+is non-blocking on the Reactor, so a slow or silent control client never
+stalls traffic:
+
+- a client has CLIENT_TIMEOUT seconds in all to send its line and read the
+  reply; at most MAX_CLIENTS are served at once (others are closed at once);
+- a line longer than MAX_LINE bytes is refused with an error reply and never
+  buffered further, so a 1 MB line costs at most MAX_LINE bytes;
+- after the reply, our side is shut down and anything else the client sends
+  (a second line, the rest of a long one) is read and dropped until it
+  closes, so the reply is not lost to a connection reset;
+- control_acl is checked on accept; a refused client gets one line saying so.
+
+ControlServer(reactor, state, listen_addr, run_effects): run_effects(effects)
+is the daemon's executor; whatever lines it returns are added to the reply,
+and a PenError/OSError it raises becomes a reply line too.
+"""
+
+import errno
+import logging
+import os
+import socket
+import time
+
+from . import commands
+from .addr import ListenAddr, parse_listen
+from .errors import ConfigError, PenError
+from .listen import bind_listener
+from .loop import EVENT_READ, EVENT_WRITE
+
+log = logging.getLogger("pen")
+
+MAX_LINE = 4096           # pen's own control buffer
+CLIENT_TIMEOUT = 10.0     # seconds for one control conversation
+MAX_CLIENTS = 64
+ACCEPT_BATCH = 16
+RECV_SIZE = 4096
+BACKLOG = 50
+ROOT_REFUSAL = ("Won't open control port running as root; "
+                "use -u to run as different user (-u root to insist)")
+
+
+def root_refusal(settings):
+    """pen's rule: no control port as root unless -u is given.  The message
+    to show when refusing, or None when the port may be opened."""
+    if os.getuid() == 0 and not settings.user:
+        return ROOT_REFUSAL
+    return None
+
+
+def open_socket(addr):
+    """A listening, non-blocking socket for ListenAddr `addr` (the same
+    rules as the client listener: a stale Unix socket is replaced, nothing
+    else is); ConfigError naming the control address and the reason."""
+    try:
+        return bind_listener(addr, backlog=BACKLOG)
+    except ConfigError as e:
+        raise ConfigError(f"control port {addr}: {e}") from None
+
+
+class ControlServer:
+    """The listening control socket and the conversations on it."""
+
+    def __init__(self, reactor, state, listen_addr, run_effects, clock=time.monotonic):
+        if not isinstance(listen_addr, ListenAddr):
+            listen_addr = parse_listen(str(listen_addr))
+        self.reactor = reactor
+        self.state = state
+        self.addr = listen_addr
+        self.run_effects = run_effects
+        self.clock = clock
+        self.clients = set()
+        self.sock = open_socket(listen_addr)
+        self.inode = None
+        if listen_addr.kind == "unix":
+            self.inode = os.stat(listen_addr.path).st_ino
+        reactor.register(self.sock, EVENT_READ, self.on_readable)
+
+    def on_readable(self, mask):
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug("control: accept failed: %s", e)
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    return
+                continue
+            ip = peer[0] if isinstance(peer, tuple) else ""
+            if len(self.clients) >= MAX_CLIENTS:
+                log.debug("control: too many control connections; closing one from %s", ip)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            client = ControlClient(self, sock, ip)
+            self.clients.add(client)
+            st = self.state.settings
+            if not self.state.acls.match(st.control_acl, ip):
+                log.info("control: connection from %s refused by control_acl %d",
+                         ip, st.control_acl)
+                client.reply([f"control: access from {ip} denied by control_acl "
+                              f"{st.control_acl}"])
+
+    def execute(self, line):
+        """Run one command; the reply lines (effects included)."""
+        lines, effects = commands.execute(self.state, line)
+        if effects:
+            try:
+                extra = self.run_effects(effects)
+            except (PenError, OSError) as e:
+                extra = [f"{commands.split(line)[0]}: {e}"]
+            except Exception as e:
+                log.error("control: effects of %r failed", line, exc_info=True)
+                extra = [f"control: internal error: {e}"]
+            lines = list(lines) + list(extra or [])
+        return lines
+
+    def close(self):
+        for client in list(self.clients):
+            client.close()
+        if self.sock is not None:
+            self.reactor.unregister(self.sock)
+            self.sock.close()
+            self.sock = None
+            if self.addr.kind == "unix":
+                try:
+                    if os.stat(self.addr.path).st_ino == self.inode:
+                        os.unlink(self.addr.path)
+                except OSError:
+                    pass
+
+
+READING, WRITING, DRAINING, CLOSED = "READING", "WRITING", "DRAINING", "CLOSED"
+
+
+class ControlClient:
+    """One control conversation: read a line, reply, drain, close."""
+
+    __slots__ = ("server", "sock", "ip", "buf", "out", "phase", "timer", "mask",
+                 "handler")
+
+    def __init__(self, server, sock, ip):
+        self.server = server
+        self.sock = sock
+        self.ip = ip
+        self.buf = bytearray()
+        self.out = b""
+        self.phase = READING
+        self.mask = EVENT_READ
+        self.handler = self.on_event
+        server.reactor.register(sock, EVENT_READ, self.handler)
+        self.timer = server.reactor.call_later(CLIENT_TIMEOUT, self.on_timeout)
+
+    def on_event(self, mask):
+        if self.phase == WRITING:
+            if mask & EVENT_WRITE:
+                self.flush()
+            return
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log.debug("control: recv from %s: %s", self.ip, e)
+            self.close()
+            return
+        if self.phase == DRAINING:
+            if not data:
+                self.close()
+            return
+        if data:
+            self.buf += data
+            end = self._line_end()
+            if end < 0:
+                if len(self.buf) > MAX_LINE:
+                    self.reply([f"control: command longer than {MAX_LINE} bytes; ignored"])
+                return
+        else:
+            end = len(self.buf)
+            if not end:
+                self.close()
+                return
+        if end > MAX_LINE:
+            self.reply([f"control: command longer than {MAX_LINE} bytes; ignored"])
+            return
+        line = bytes(self.buf[:end]).decode("utf-8", "surrogateescape")
+        self.buf = bytearray()
+        try:
+            lines = self.server.execute(line)
+        except Exception as e:     # a bug: keep serving, say so
+            log.error("control: command %r failed", line, exc_info=True)
+            lines = [f"control: internal error: {e}"]
+        self.reply(lines)
+
+    def _line_end(self):
+        ends = [i for i in (self.buf.find(b"\n"), self.buf.find(b"\r")) if i >= 0]
+        return min(ends) if ends else -1
+
+    def reply(self, lines):
+        """Queue the reply, then shut down our side once it is sent."""
+        self.buf = bytearray()
+        self.out = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
+        self.phase = WRITING
+        self.flush()
+
+    def flush(self):
+        while self.out:
+            try:
+                n = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                self._want(EVENT_WRITE)
+                return
+            except OSError as e:
+                log.debug("control: send to %s: %s", self.ip, e)
+                self.close()
+                return
+            self.out = self.out[n:]
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.phase = DRAINING
+        self._want(EVENT_READ)
+
+    def _want(self, mask):
+        if mask != self.mask:
+            self.mask = mask
+            self.server.reactor.modify(self.sock, mask, self.handler)
+
+    def on_timeout(self):
+        self.timer = None
+        if self.phase == READING:
+            log.debug("control: %s sent no complete command in %.0fs", self.ip,
+                      CLIENT_TIMEOUT)
+        self.close()
+
+    def close(self):
+        if self.phase == CLOSED:
+            return
+        self.phase = CLOSED
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.server.reactor.unregister(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.server.clients.discard(self)
