@@ -1,0 +1,173 @@
+"""Load generators: wrk runs, idle connections for the memory test, UDP pings.
+
+Each function is bounded in time and count and only talks to 127.0.0.1.
+"""
+
+import errno
+import json
+import selectors
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from services import HOST, rss_kib
+
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_json.lua"
+WRK_MARK = "WRKJSON "
+IDLE_BATCH = 500
+IDLE_TIMEOUT = 60.0        # seconds for all idle connections to be relayed
+UDP_SOCKETS = 16           # client addresses, one request in flight each
+UDP_RESEND = 0.2           # seconds before a lost datagram is sent again
+
+
+class LoadError(RuntimeError):
+    """A load run could not produce a number."""
+
+
+def wrk(wrk_exe, port, path, seconds, conns, threads, close=False):
+    """One wrk run; returns its summary dict (see wrk_json.lua)."""
+    argv = [wrk_exe, "-t", str(threads), "-c", str(conns),
+            "-d", f"{seconds:g}s", "--timeout", "5s", "-s", str(WRK_SCRIPT)]
+    if close:
+        argv += ["-H", "Connection: close"]
+    argv.append(f"http://{HOST}:{port}/{path}")
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=seconds + 30, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise LoadError(f"wrk did not finish: {' '.join(argv)}") from exc
+    for line in done.stdout.splitlines():
+        if line.startswith(WRK_MARK):
+            result = json.loads(line[len(WRK_MARK):])
+            result["seconds"] = result["duration_us"] / 1e6
+            result["errors"] = sum(result[k] for k in
+                                   ("connect", "read", "write", "status",
+                                    "timeout"))
+            return result
+    raise LoadError(f"wrk printed no summary (exit {done.returncode}): "
+                    f"{done.stderr.strip() or done.stdout.strip()}")
+
+
+def count_established(ports):
+    """Established TCP sockets whose local port is one of `ports`."""
+    wanted = {f"0100007F:{p:04X}" for p in ports}
+    count = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split(None, 4)
+            if fields[3] == "01" and fields[1] in wanted:
+                count += 1
+    return count
+
+
+def settle_rss(pid, rounds=10, pause=0.1):
+    """RSS once two readings agree (bounded), in KiB."""
+    last = rss_kib(pid)
+    for _ in range(rounds):
+        time.sleep(pause)
+        now = rss_kib(pid)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def idle_memory(proc, n, backend_ports, alive):
+    """Open n idle connections through a balancer; measure its RSS growth.
+
+    The connections are opened from this process in batches; after each
+    batch we poll /proc/net/tcp until the backends see as many relayed
+    connections as we opened.  Returns a dict with KiB per connection.
+    """
+    base_conns = count_established(backend_ports)
+    base = settle_rss(proc.pid)
+    socks = []
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    try:
+        while len(socks) < n:
+            for _ in range(min(IDLE_BATCH, n - len(socks))):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                err = sock.connect_ex((HOST, proc.port))
+                if err not in (0, errno.EINPROGRESS):
+                    sock.close()
+                    raise LoadError(f"connect: {errno.errorcode.get(err)} "
+                                    f"after {len(socks)} connections")
+                socks.append(sock)
+            while count_established(backend_ports) - base_conns < len(socks):
+                if not alive():
+                    raise LoadError(f"balancer exited with {len(socks)} "
+                                    f"connections open")
+                if time.monotonic() > deadline:
+                    got = count_established(backend_ports) - base_conns
+                    raise LoadError(f"only {got} of {len(socks)} connections "
+                                    f"reached the backends in "
+                                    f"{IDLE_TIMEOUT:.0f}s")
+                time.sleep(0.02)
+        after = settle_rss(proc.pid)
+        return {"conns": n, "rss_before_kib": base, "rss_after_kib": after,
+                "kib_per_conn": (after - base) / n}
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def udp_rate(port, seconds):
+    """UDP request/response pairs per second through `port`.
+
+    UDP_SOCKETS client sockets each keep one datagram in flight; a datagram
+    not answered within UDP_RESEND seconds is counted lost and sent again.
+    """
+    sel = selectors.DefaultSelector()
+    socks = []
+    sent_at = {}
+    replies = lost = 0
+    try:
+        for i in range(UDP_SOCKETS):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.connect((HOST, port))
+            sel.register(sock, selectors.EVENT_READ, i)
+            socks.append(sock)
+        payload = b"q" * 64
+        start = time.monotonic()
+        end = start + seconds
+        for sock in socks:
+            sock.send(payload)
+            sent_at[sock] = start
+        now = start
+        while now < end:
+            for key, _ in sel.select(timeout=0.05):
+                sock = key.fileobj
+                while True:
+                    try:
+                        sock.recv(2048)
+                    except BlockingIOError:
+                        break
+                    except ConnectionRefusedError:
+                        break
+                    replies += 1
+                    try:
+                        sock.send(payload)
+                    except OSError:
+                        pass
+                    sent_at[sock] = time.monotonic()
+            now = time.monotonic()
+            for sock, when in sent_at.items():
+                if now - when > UDP_RESEND:
+                    lost += 1
+                    try:
+                        sock.send(payload)
+                    except OSError:
+                        pass
+                    sent_at[sock] = now
+        elapsed = time.monotonic() - start
+        return {"requests": replies, "lost": lost, "seconds": elapsed,
+                "errors": lost}
+    finally:
+        for sock in socks:
+            sel.unregister(sock)
+            sock.close()
+        sel.close()

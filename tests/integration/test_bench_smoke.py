@@ -1,0 +1,103 @@
+"""Smoke test of the benchmark: `bench/run.py --quick --only ours`.
+
+Not a timed test (CI machines are noisy): it runs every scenario for about
+one second against our pen only, and checks that the run finishes, writes
+valid JSON and gives sane, non-zero numbers, so the benchmark never rots.
+It needs wrk and nginx (Debian packages wrk, nginx-light); without them it
+skips.  PEN_BENCH_OURS_CMD, if set, replaces `python -m pen` (for example
+/usr/bin/pen to check the harness itself).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = REPO / "bench" / "run.py"
+BIG_SIZE = 10 * 1000 * 1000          # bench/services.py BIG_FILE
+
+
+def missing_tools():
+    found = {"wrk": shutil.which("wrk") or os.access("/usr/bin/wrk", os.X_OK),
+             "nginx": shutil.which("nginx")
+             or os.access("/usr/sbin/nginx", os.X_OK)}
+    return [name for name, ok in found.items() if not ok]
+
+
+@pytest.fixture(scope="module")
+def bench_doc(tmp_path_factory):
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"benchmark needs {', '.join(missing)} (Debian: "
+                    f"apt-get install -y wrk nginx-light)")
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--only", "ours",
+         "--no-install", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+        stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, (
+        f"bench/run.py exited {done.returncode}\n"
+        f"--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}")
+    assert "ours/pen" not in done.stdout          # ours only: no ratio column
+    return json.loads(out.read_text())
+
+
+def ours(doc, scenario):
+    entry = doc["results"][scenario]["ours"]
+    assert not entry.get("failed"), entry.get("failed")
+    assert entry["value"] is not None
+    return entry
+
+
+def test_json_describes_the_run(bench_doc):
+    assert bench_doc["format"] == "pen-bench/1"
+    assert bench_doc["config"]["targets"] == ["direct", "ours"]
+    assert bench_doc["config"]["quick"] is True
+    assert bench_doc["failures"] == []
+    assert set(bench_doc["results"]) == {
+        "keepalive", "newconn", "bulk", "latency_p50", "latency_p99",
+        "memory", "udp"}
+    assert bench_doc["machine"]["cores"] >= 1
+
+
+def test_http_scenarios_are_sane(bench_doc):
+    for scenario, floor in (("keepalive", 100), ("newconn", 50)):
+        entry = ours(bench_doc, scenario)
+        assert entry["value"] > floor, (scenario, entry["value"])
+        run = entry["runs"][0]
+        assert run["errors"] <= run["requests"] // 100, (scenario, run)
+        # 100-byte body plus nginx's headers: the responses came whole
+        assert 100 < run["bytes"] / run["requests"] < 1000, (scenario, run)
+        direct = bench_doc["results"][scenario]["direct"]
+        assert direct["value"] > floor
+    bulk = ours(bench_doc, "bulk")
+    assert bulk["value"] > 5, bulk["value"]          # MB/s
+    run = bulk["runs"][0]
+    assert run["requests"] >= 1 and run["status"] == 0
+    assert run["bytes"] >= run["requests"] * BIG_SIZE
+
+
+def test_latency_is_sane(bench_doc):
+    for pct in ("p50", "p99"):
+        entry = ours(bench_doc, f"latency_{pct}")
+        raw = entry["samples"][0]
+        assert 0 < raw < 1_000_000, (pct, raw)          # under a second
+        direct = bench_doc["results"][f"latency_{pct}"]["direct"]["value"]
+        assert entry["value"] == pytest.approx(entry["best"] - direct)
+
+
+def test_memory_and_udp_are_sane(bench_doc):
+    memory = ours(bench_doc, "memory")
+    run = memory["runs"][0]
+    assert run["conns"] >= 100
+    assert run["rss_before_kib"] > 0 and run["rss_after_kib"] > 0
+    assert -1 < memory["value"] < 1024, memory["value"]   # KiB per conn
+    udp = ours(bench_doc, "udp")
+    assert udp["value"] > 100, udp["value"]
+    assert udp["runs"][0]["requests"] > 0
