@@ -414,10 +414,17 @@ class Bench:
             proc.stop()
 
 
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    # SIGTERM ends the run through the finally blocks like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM and SIGINT end the run through the finally blocks, which stop
+    # every child by PID (SIGINT too when started with it ignored, as `&`
+    # does in a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
     ensure_tools(args)
     workdir = services.workdir()
     bench = Bench(args, workdir)
