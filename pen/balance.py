@@ -1,15 +1,24 @@
 """PURE server selection, as pen 0.34.1's server.c, plus the extensions.
 
-No sockets here.  `choose()` picks a server for a new connection,
-`failover()` the next one after a failed connect.  Both return a server
-index, or None when nothing is available (the caller then tries the
-emergency server or closes the client).  Both take `now` (monotonic seconds)
-so tests can drive time.
+No sockets here.  The shape follows pen: `initial()` picks a candidate
+(the client's previous server, else prio > weight > hash > round robin, or
+an extension algorithm), `can_try()` is pen's try_server checks (blacklist,
+soft/hard limit, server ACL), and `failover()` walks the next indexes after
+a failed one, wrapping round to the initial server, which is tried last.
+`choose()` strings them together for a new connection.  All take `now`
+(monotonic seconds) so tests drive time.
+
+Where pen 0.34.1 is buggy we do the sensible thing (SPEC §3): an expired
+-T entry is forgotten even when the same client returns alone; a client
+refused by the client ACL never falls through to the emergency server.
 """
 
 import ipaddress
 import random as _random
+import struct
 from collections import OrderedDict
+
+WEIGHT_FACTOR = 256
 
 
 class ClientEntry:
@@ -42,17 +51,18 @@ class ClientTable:
             return None
         return entry
 
-    def store(self, ip, server, now):
-        """Record that `ip` uses `server` now; evicts the LRU entry if full."""
+    def touch(self, ip, now, expiry):
+        """The entry for `ip`, refreshed (created if new or expired, evicting
+        the least recently used when full), its connect count bumped."""
         entries = self.entries
-        entry = entries.get(ip)
+        entry = self.lookup(ip, now, expiry)
         if entry is None:
             while len(entries) >= self.size:
                 entries.popitem(last=False)
-            entry = entries[ip] = ClientEntry(server, now)
+            entry = entries[ip] = ClientEntry(None, now)
         else:
             entries.move_to_end(ip)
-            entry.server, entry.last = server, now
+            entry.last = now
         entry.connects += 1
         return entry
 
@@ -61,179 +71,168 @@ class ClientTable:
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
 
-    def forget_server(self, index):
-        """Drop clients of a removed server."""
-        for ip in [ip for ip, e in self.entries.items() if e.server == index]:
-            del self.entries[ip]
+
+# --- availability -------------------------------------------------------------------
 
 
-def usable(server, now):
-    """Up at all: not blacklisted, not disabled, has an address."""
-    return server.status <= now and not server.disabled and server.sockaddr is not None
+def up(server, now):
+    """Not blacklisted, not disabled or draining, has an address (pen's
+    !server_is_unavailable, plus our disable/drain)."""
+    return (server.status <= now and not server.disabled
+            and server.sockaddr is not None)
 
 
-def available(server, now, returning=False, permitted=None):
-    """pen's server_is_available: up, under its limit, and the ACL allows."""
-    if not usable(server, now):
+def can_try(server, now, returning=False, permitted=None):
+    """pen's try_server checks: up, below the soft limit (a returning client
+    may go on to the hard limit), and the server's ACL lets the client in."""
+    if not up(server, now):
         return False
-    limit = server.hard if returning else server.max
-    if limit and server.conn >= limit:
+    if server.max and server.conn >= server.max and (
+            not returning or server.conn >= server.hard):
         return False
     if permitted is not None and server.acl >= 0 and not permitted(server.acl):
         return False
     return True
 
 
-def hash_ip(ip, port=0):
-    """pen's hash of a client address: the IPv4 address as a number (IPv6:
-    its low 32 bits), plus the port when given."""
+# --- the algorithms (each returns an index or None) ------------------------------------
+
+
+def hash_ip(ip, port=None):
+    """pen_hash: IPv4 as the host-order (little-endian) uint32 of its bytes,
+    XOR the byte-swapped port when given (-r); IPv6 its last byte; else 0."""
     try:
-        value = int(ipaddress.ip_address(ip)) & 0xFFFFFFFF
-    except ValueError:  # Unix socket clients have no IP
-        value = sum(ip.encode()) if ip else 0
-    return value + port
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return 0
+    if addr.version == 6:
+        return addr.packed[15]
+    value = struct.unpack("<I", addr.packed)[0]
+    if port is not None:
+        value ^= struct.unpack("<H", struct.pack(">H", port))[0]
+    return value
 
 
 def by_roundrobin(state, now, permitted=None):
-    """The next available server after the last one used."""
+    """The next up server after the last one picked (the first pick is 1)."""
     servers = state.servers
     n = len(servers)
+    last = state.last_server % n if n else 0
     for step in range(1, n + 1):
-        i = (state.last_server + step) % n
-        if available(servers[i], now, permitted=permitted):
+        i = (last + step) % n
+        if up(servers[i], now):
             state.last_server = i
             return i
     return None
 
 
 def by_hash(state, ip, port, now, permitted=None):
-    servers = state.servers
-    n = len(servers)
-    if not n:
-        return None
-    start = hash_ip(ip, port) % n
-    for step in range(n):
-        i = (start + step) % n
-        if available(servers[i], now, permitted=permitted):
-            return i
-    return None
+    n = len(state.servers)
+    return hash_ip(ip, port) % n if n else None
 
 
 def by_weight(state, now, permitted=None):
-    """Fewest connections per unit of weight; ties to the lowest index;
-    weight 0 is never chosen."""
-    best, best_load = None, None
+    """Fewest connections per unit of weight (integer, as pen); ties to the
+    lowest index; weight 0 is never chosen."""
+    best = best_load = None
     for i, s in enumerate(state.servers):
-        if s.weight <= 0 or not available(s, now, permitted=permitted):
+        if s.weight <= 0 or not up(s, now):
             continue
-        load = s.conn / s.weight
-        if best_load is None or load < best_load:
+        load = WEIGHT_FACTOR * s.conn // s.weight
+        if best is None or load < best_load:
             best, best_load = i, load
     return best
 
 
 def by_prio(state, now, permitted=None):
-    """The lowest prio number among available servers; ties by round robin."""
-    servers = state.servers
-    candidates = [i for i, s in enumerate(servers)
-                  if available(s, now, permitted=permitted)]
-    if not candidates:
-        return None
-    top = min(servers[i].prio for i in candidates)
-    n = len(servers)
-    for step in range(1, n + 1):
-        i = (state.last_server + step) % n
-        if i in candidates and servers[i].prio == top:
-            state.last_server = i
-            return i
-    return None
+    """The lowest prio number among up servers; ties to the lowest index."""
+    best = None
+    for i, s in enumerate(state.servers):
+        if up(s, now) and (best is None or s.prio < state.servers[best].prio):
+            best = i
+    return best
 
 
 def by_leastconn(state, now, permitted=None):
+    """Crossroads' byconnections: fewest current connections."""
     best = None
     for i, s in enumerate(state.servers):
-        if available(s, now, permitted=permitted) and (
+        if can_try(s, now, permitted=permitted) and (
                 best is None or s.conn < state.servers[best].conn):
             best = i
     return best
 
 
 def by_order(state, now, permitted=None):
+    """Crossroads' byorder: the first server that can take the client."""
     for i, s in enumerate(state.servers):
-        if available(s, now, permitted=permitted):
+        if can_try(s, now, permitted=permitted):
             return i
     return None
 
 
 def by_random(state, now, permitted=None, rng=_random):
     candidates = [i for i, s in enumerate(state.servers)
-                  if available(s, now, permitted=permitted)]
+                  if can_try(s, now, permitted=permitted)]
     return rng.choice(candidates) if candidates else None
 
 
 ALGORITHMS = {"leastconn": by_leastconn, "byorder": by_order, "random": by_random}
 
 
-def initial(state, ip, port, now, permitted=None):
-    """The first pick for a new connection by the configured algorithm."""
+def initial(state, ip, port, now, entry=None, permitted=None):
+    """pen's initial_server: the client's previous server unless -r, else
+    prio > weight > hash > extension algorithm > round robin."""
     st = state.settings
+    if entry is not None and entry.server is not None and not st.roundrobin:
+        if entry.server < len(state.servers):
+            return entry.server
     if st.prio:
         return by_prio(state, now, permitted)
     if st.weight:
         return by_weight(state, now, permitted)
     if st.hash or st.hash_nosave:
-        return by_hash(state, ip, port if st.roundrobin else 0, now, permitted)
+        return by_hash(state, ip, port if st.roundrobin else None, now, permitted)
     extra = ALGORITHMS.get(getattr(st, "algorithm", None))
     if extra is not None:
         return extra(state, now, permitted)
     return by_roundrobin(state, now, permitted)
 
 
-def choose(state, ip, port, now, permitted=None):
-    """Server for a new connection from ip:port, or None.
-
-    A returning client (tracked, not expired) goes back to its server if that
-    is up and below its hard limit; otherwise the algorithm picks.  The
-    choice is remembered unless -r or -N."""
-    st = state.settings
-    track = not (st.roundrobin or st.hash_nosave)
-    if track:
-        entry = state.clients.lookup(ip, now, st.tracking)
-        if entry is not None and entry.server < len(state.servers):
-            s = state.servers[entry.server]
-            if available(s, now, returning=True, permitted=permitted):
-                state.clients.store(ip, entry.server, now)
-                return entry.server
-            if st.stubborn:
-                return None
-    index = initial(state, ip, port, now, permitted)
-    if index is not None and track:
-        state.clients.store(ip, index, now)
-    return index
-
-
-def failover(state, ip, failed, now, tried, permitted=None):
-    """The server to try after `failed` refused or timed out, or None.
-
-    -s (stubborn) never fails over.  Otherwise each server is tried once:
-    `tried` is the set of indexes already attempted for this client."""
-    st = state.settings
-    if st.stubborn:
+def failover(state, first, failed, now, entry=None, permitted=None):
+    """After `failed` could not be used: the next index that can take the
+    client, walking round to `first` (the initial pick), tried last.
+    None when stubborn or when nothing is left (then: emergency server)."""
+    if state.settings.stubborn:
         return None
     servers = state.servers
     n = len(servers)
-    index = None
-    if st.prio or st.weight:
-        pick = by_prio if st.prio else by_weight
-        index = pick(state, now, lambda a: (permitted is None or permitted(a)))
-        if index in tried:
-            index = None
-    if index is None:
-        for step in range(1, n + 1):
-            i = (failed + step) % n
-            if i not in tried and available(servers[i], now, permitted=permitted):
-                index = i
-                break
-    if index is not None and not (st.roundrobin or st.hash_nosave):
-        state.clients.store(ip, index, now)
+    if failed is None or n == 0:
+        return None
+    prev = entry.server if entry is not None else None
+    i = failed
+    for _ in range(n):
+        i = (i + 1) % n
+        if can_try(servers[i], now, returning=(i == prev), permitted=permitted):
+            return _remember(state, entry, i)
+        if i == first:
+            break
+    return None
+
+
+def choose(state, ip, port, now, entry=None, permitted=None):
+    """The server for a new connection, or None.  `entry` is the client's
+    ClientEntry (from ClientTable.touch) or None when not tracked."""
+    first = initial(state, ip, port, now, entry, permitted)
+    if first is None:
+        return None
+    prev = entry.server if entry is not None else None
+    if can_try(state.servers[first], now, returning=(first == prev), permitted=permitted):
+        return _remember(state, entry, first)
+    return failover(state, first, first, now, entry, permitted)
+
+
+def _remember(state, entry, index):
+    if entry is not None and not state.settings.hash_nosave:
+        entry.server = index
     return index

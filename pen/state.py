@@ -63,6 +63,17 @@ class Settings:
     ssl_compat: bool = False
     ssl_require_cert: bool = False
     ssl_protocol: str = None
+    # TLS commands (penctl-style; checked in pen/tls.py)
+    ssl_ciphers: str = None                         # ssl_ciphers LIST
+    ssl_options: list = field(default_factory=list)  # ssl_option WORD, in order
+    ssl_client_renegotiation_interval: int = 3600   # renegotiation is refused anyway
+    ssl_sni_path: str = None                        # ssl_sni_path DIR
+    ssl_ocsp_response: str = None                   # ssl_ocsp_response FILE (refused)
+    ssl_key_password_file: str = None               # ssl_key_password_file FILE
+    ssl_allow_expired: bool = False                 # ssl_allow_expired
+    # passphrase typed on the terminal at startup, kept for SIGHUP reloads;
+    # never dumped by `write`
+    ssl_key_passphrase: bytes = field(default=None, repr=False, compare=False)
     argv: list = field(default_factory=list)        # the command line, for `write`
     # penctl commands (pen/commands.py)
     client_acl: int = 0                             # client_acl N
@@ -87,11 +98,12 @@ class Settings:
 class Counters:
     """Totals for statistics."""
 
-    __slots__ = ("accepted", "refused", "connect_failures", "conns_closed")
+    __slots__ = ("accepted", "refused", "connect_failures", "conns_closed",
+                 "socket_errors", "accept_errors")
 
     def __init__(self):
         self.accepted = self.refused = self.connect_failures = 0
-        self.conns_closed = 0
+        self.conns_closed = self.socket_errors = self.accept_errors = 0
 
 
 class State:

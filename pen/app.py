@@ -1,0 +1,343 @@
+"""App: the running balancer.  Listeners, accept, server choice and
+failover for each connection, the per-connection log, and the effects that
+commands ask for.  It wires pure modules (balance, commands) to the fds
+(relay, udp, control) on one Reactor.
+"""
+
+import errno
+import logging
+import socket
+import time
+
+from . import balance
+from .http import XForwardedFor
+from .listen import bind_listener
+from .loop import EVENT_READ
+from .relay import Conn, Pools
+
+log = logging.getLogger("pen")
+
+ACCEPT_BACKOFF = 0.1     # seconds a listener rests after EMFILE/ENFILE
+EMFILE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class ConnLog:
+    """pen's -l log: one line per connection, to a file or over UDP."""
+
+    def __init__(self, target):
+        self.target = target
+        self.file = self.sock = None
+        self.open()
+
+    def open(self):
+        from .addr import parse_hostport, resolve
+        if "/" not in self.target and ":" in self.target:
+            host, port = parse_hostport(self.target, what="log address")
+            family, self.addr = resolve(host, port, socket.SOCK_DGRAM)
+            self.sock = socket.socket(family, socket.SOCK_DGRAM)
+            self.sock.setblocking(False)
+        else:
+            self.file = open(self.target, "a", buffering=1)
+
+    def reopen(self):
+        self.close()
+        self.open()
+
+    def write(self, line):
+        try:
+            if self.file is not None:
+                self.file.write(line + "\n")
+            else:
+                self.sock.sendto(line.encode("utf-8", "replace"), self.addr)
+        except OSError as e:
+            log.debug("log write failed: %s", e)
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class App:
+    """One balancer: state + reactor + listener(s) + connections."""
+
+    def __init__(self, state, reactor):
+        self.state = state
+        self.reactor = reactor
+        self.pools = Pools()
+        self.listener = None
+        self.listening = False      # registered for accept
+        self.backoff = None         # Timer while paused after EMFILE
+        self.udp = None
+        self.conn_log = None
+        self.source_ip = None
+        self.tls_context = None
+        self.next_id = 0
+        self.free_ids = []
+        self.active = 0
+        self.control = None
+        self.on_accept = self._on_accept
+        self.effects = {"listen": self.rebind, "exit": self.stop,
+                        "close": self.close_conn, "log": self.set_log}
+
+    # --- setup ------------------------------------------------------------------------
+    def bind(self):
+        """Open the listening socket; raises ConfigError (before detaching)."""
+        st = self.state.settings
+        self.listener = bind_listener(st.listen, udp=st.udp, backlog=st.backlog)
+        if st.logfile:
+            self.conn_log = ConnLog(st.logfile)
+
+    def start(self):
+        st = self.state.settings
+        if st.udp:
+            from .udp import UdpRelay
+            self.udp = UdpRelay(self, self.listener)
+        else:
+            self._listen()
+
+    def _listen(self):
+        if not self.listening and self.listener is not None:
+            self.reactor.register(self.listener, EVENT_READ, self.on_accept)
+            self.listening = True
+
+    def _pause(self):
+        if self.listening:
+            self.reactor.unregister(self.listener)
+            self.listening = False
+
+    def _resume(self):
+        self.backoff = None
+        if self.active < self.state.settings.conn_max:
+            self._listen()
+
+    def rebind(self, addr):
+        """`listen [addr:]port`: open the new listener first; only if that
+        worked, close the old one (raises ConfigError otherwise)."""
+        st = self.state.settings
+        new = bind_listener(addr, udp=st.udp, backlog=st.backlog)
+        self._pause()
+        if self.udp is not None:
+            self.udp.close_listener()
+        elif self.listener is not None:
+            self.listener.close()
+        from .listen import unlink_unix
+        if st.listen != addr:
+            unlink_unix(st.listen)
+        self.listener, st.listen = new, addr
+        if st.udp:
+            self.udp.set_listener(new)
+        else:
+            self._listen()
+
+    def set_log(self, target):
+        if self.conn_log is not None:
+            self.conn_log.close()
+            self.conn_log = None
+        self.state.settings.logfile = target
+        if target:
+            self.conn_log = ConnLog(target)
+
+    def reopen_log(self):
+        if self.conn_log is not None:
+            self.conn_log.reopen()
+
+    def run_effects(self, effects):
+        for name, *args in effects:
+            handler = self.effects.get(name)
+            if handler is None:
+                log.error("no handler for effect %r", name)
+            else:
+                handler(*args)
+
+    def stop(self):
+        self.reactor.stop()
+
+    def shutdown(self):
+        """Close everything (SIGTERM, exit)."""
+        self._pause()
+        for conn in list(self.state.conns.values()):
+            conn.close()
+        if self.udp is not None:
+            self.udp.close()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if self.control is not None:
+            self.control.close()
+        if self.conn_log is not None:
+            self.conn_log.close()
+        self.pools.close()
+        from .listen import unlink_unix
+        unlink_unix(self.state.settings.listen)
+
+    # --- accept --------------------------------------------------------------------
+    def _on_accept(self, mask):
+        st = self.state.settings
+        accept = self.listener.accept
+        for _ in range(max(1, st.multi_accept)):
+            if self.active >= st.conn_max:
+                self._pause()   # resumed by closed() below the limit
+                return
+            try:
+                sock, addr = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.state.counters.accept_errors += 1
+                if e.errno in EMFILE_ERRORS:
+                    log.warning("accept: %s; pausing the listener for %.1fs",
+                                e.strerror, ACCEPT_BACKOFF)
+                    self._pause()
+                    if self.backoff is None:
+                        self.backoff = self.reactor.call_later(ACCEPT_BACKOFF, self._resume)
+                    return
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue
+                raise
+            self._accepted(sock, addr)
+
+    def _new_id(self):
+        if self.free_ids:
+            return self.free_ids.pop()
+        self.next_id += 1
+        return self.next_id - 1
+
+    def _accepted(self, sock, addr):
+        sock.setblocking(False)
+        state = self.state
+        state.counters.accepted += 1
+        if isinstance(addr, tuple):
+            ip, port = addr[0], addr[1]
+        else:
+            ip, port = "", 0  # Unix socket client
+        conn = Conn(self._new_id(), self, sock, addr, ip, port)
+        state.conns[conn.id] = conn
+        self.active += 1
+        self.dispatch(conn)
+
+    # --- choosing a server --------------------------------------------------------------
+    def permitted(self, ip):
+        """The ACL test for this client: permitted(acl_number) -> bool."""
+        acls = getattr(self.state, "acls", None)
+        if acls is None or not ip:
+            return None
+        return lambda n: acls.match(n, ip)
+
+    def client_allowed(self, ip):
+        acls = getattr(self.state, "acls", None)
+        n = getattr(self.state.settings, "client_acl", -1)
+        if acls is None or n is None or n < 0 or not ip:
+            return True
+        return acls.match(n, ip)
+
+    def dispatch(self, conn):
+        state = self.state
+        now = time.monotonic()
+        ip = conn.client_ip
+        if not self.client_allowed(ip):
+            state.counters.refused += 1
+            if state.abuse is not None and conn.connect(state.abuse, "abuse"):
+                return
+            log.debug("conn %d: client %s refused by the client ACL", conn.id, ip)
+            conn.close_client_only()
+            return
+        st = state.settings
+        entry = state.clients.touch(ip or "unix", now, st.tracking)
+        conn.entry = entry
+        permitted = self.permitted(ip)
+        index = balance.choose(state, ip, conn.client_port, now, entry, permitted)
+        conn.first = index
+        self._try(conn, index, now)
+
+    def _try(self, conn, index, now):
+        """Connect to `index`, failing over synchronously on immediate errors;
+        then the emergency server; then close the client."""
+        state = self.state
+        servers = state.servers
+        while index is not None and len(conn.tried) <= len(servers):
+            if conn.connect(servers[index], index):
+                return
+            self._blacklist(servers[index], now)
+            index = balance.failover(state, conn.first, index, now, conn.entry,
+                                     self.permitted(conn.client_ip))
+        self._last_resort(conn)
+
+    def _last_resort(self, conn):
+        state = self.state
+        if (state.emergency is not None and not state.settings.stubborn
+                and "emergency" not in conn.tried
+                and conn.connect(state.emergency, "emergency")):
+            return
+        log.debug("conn %d: no server available for %s", conn.id, conn.client_ip)
+        conn.close_client_only()
+
+    def _blacklist(self, server, now):
+        server.status = now + self.state.settings.blacklist_time
+        self.state.counters.connect_failures += 1
+
+    def connect_failed(self, conn, reason):
+        """The relay's connect to conn.target failed or timed out."""
+        now = time.monotonic()
+        index = conn.index
+        self._blacklist(conn.target, now)
+        if not isinstance(index, int):      # emergency or abuse server
+            conn.close_client_only()
+            return
+        log.debug("blacklisting server %d because of connect failure: %s", index, reason)
+        nxt = balance.failover(self.state, conn.first, index, now, conn.entry,
+                               self.permitted(conn.client_ip))
+        self._try(conn, nxt, now)
+
+    # --- relay callbacks --------------------------------------------------------------
+    def make_http_filter(self, conn):
+        if not self.state.settings.http:
+            return None
+        return XForwardedFor(conn.client_ip or "unix",
+                             "https" if self.tls_context is not None else "http")
+
+    @property
+    def dumping(self):
+        return self.state.settings.debug >= 2
+
+    def dumper(self, conn, tag):
+        ascii_ = self.state.settings.ascii
+
+        def dump(data):
+            if ascii_:
+                text = bytes(data).decode("latin-1")
+                text = "".join(c if 32 <= ord(c) < 127 else "." for c in text)
+            else:
+                text = bytes(data).hex(" ")
+            log.debug("%s %d %d: %s", tag, conn.id, len(data), text)
+        return dump
+
+    def connected(self, conn):
+        log.debug("conn %d: %s -> server %s", conn.id, conn.client_ip, conn.index)
+
+    def closed(self, conn):
+        state = self.state
+        state.conns.pop(conn.id, None)
+        self.free_ids.append(conn.id)
+        self.active -= 1
+        state.counters.conns_closed += 1
+        entry = conn.entry
+        if entry is not None:
+            entry.sx += conn.sx
+            entry.rx += conn.rx
+        if self.conn_log is not None and conn.target is not None:
+            line = conn.first_line
+            if line is None and conn.http is not None:
+                line = conn.http.first_line
+            self.conn_log.write("%s %d %s %s" % (
+                conn.client_ip or "unix", int(conn.started), conn.target.addr, line or ""))
+        if not self.listening and self.backoff is None:
+            self._resume()
+
+    def close_conn(self, conn_id):
+        conn = self.state.conns.get(conn_id)
+        if conn is not None:
+            conn.close()

@@ -1,0 +1,486 @@
+"""Conn: one client relayed to one server, both directions, on the Reactor.
+
+Each direction is a Pump that moves bytes from a source socket to a
+destination socket, either through a kernel pipe with os.splice (plain TCP,
+the bytes untouched) or through a pooled bytearray (TLS, header rewriting,
+traffic dumps).  A pump holds at most one pipe-full or one buffer of data:
+while it holds data it stops reading its source, so a peer that does not
+drain stops the other side (backpressure) and memory stays bounded.
+Pipes and buffers are taken from a pool when data arrives and given back
+as soon as it has been sent, so an idle connection holds neither.
+
+Phases: CONNECTING -> RELAYING -> CLOSED.  A half-close (EOF from one side)
+is forwarded as shutdown(SHUT_WR) once everything before it was delivered;
+the connection closes when both directions have finished, or at once on a
+socket error.
+"""
+
+import errno
+import logging
+import os
+import socket
+import time
+
+from .loop import EVENT_READ, EVENT_WRITE
+
+log = logging.getLogger("pen")
+
+BUF_SIZE = 64 * 1024
+PIPE_SIZE = 64 * 1024
+POOL_MAX = 64
+SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+HAVE_SPLICE = hasattr(os, "splice")
+
+CONNECTING, RELAYING, CLOSED = "CONNECTING", "RELAYING", "CLOSED"
+TRANSITIONS = {CONNECTING: (RELAYING, CLOSED), RELAYING: (CLOSED,), CLOSED: ()}
+
+SOFT_ERRORS = (BlockingIOError, InterruptedError)
+
+
+class Pools:
+    """Idle pipes and buffers shared by all connections."""
+
+    def __init__(self, splice=HAVE_SPLICE):
+        self.splice = splice
+        self.pipes = []
+        self.buffers = []
+
+    def get_pipe(self):
+        if self.pipes:
+            return self.pipes.pop()
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        return r, w
+
+    def put_pipe(self, pipe):
+        if len(self.pipes) < POOL_MAX:
+            self.pipes.append(pipe)
+        else:
+            os.close(pipe[0])
+            os.close(pipe[1])
+
+    def get_buffer(self):
+        if self.buffers:
+            return self.buffers.pop()
+        return memoryview(bytearray(BUF_SIZE))
+
+    def put_buffer(self, view):
+        if len(self.buffers) < POOL_MAX:
+            self.buffers.append(view)
+
+    def close(self):
+        for r, w in self.pipes:
+            os.close(r)
+            os.close(w)
+        self.pipes.clear()
+        self.buffers.clear()
+
+
+class Pump:
+    """Bytes from `src` to `dst`.  `pending` bytes are held (pipe or buffer)."""
+
+    __slots__ = ("src", "dst", "srcfd", "dstfd", "pools", "splice", "pipe",
+                 "buf", "out", "pending", "eof", "shut", "total", "filter",
+                 "dump")
+
+    def __init__(self, src, dst, pools, splice, filter=None, dump=None):
+        self.src, self.dst = src, dst
+        self.srcfd, self.dstfd = src.fileno(), dst.fileno()
+        self.pools = pools
+        self.splice = splice and filter is None and dump is None
+        self.pipe = None
+        self.buf = None      # pooled memoryview while data is held
+        self.out = None      # memoryview of the bytes still to send
+        self.pending = 0
+        self.eof = False     # source said EOF
+        self.shut = False    # EOF passed on to dst
+        self.total = 0       # bytes delivered
+        self.filter = filter  # object with feed(bytes) -> bytes, or None
+        self.dump = dump      # callable(bytes) for traffic dumps, or None
+
+    @property
+    def done(self):
+        return self.shut
+
+    def pull(self):
+        """Read what the source has and try to deliver it.  Returns bytes
+        delivered; raises OSError on a socket error."""
+        if self.splice:
+            pipe = self.pipe
+            if pipe is None:
+                pipe = self.pipe = self.pools.get_pipe()
+            try:
+                n = os.splice(self.srcfd, pipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
+            except SOFT_ERRORS:
+                self._release_pipe()
+                return 0
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self._release_pipe()
+                self.splice = False   # not spliceable here: use buffers
+                return self.pull()
+            if not n:
+                self._release_pipe()
+                return self._on_eof()
+            self.pending = n
+            return self.push()
+        buf = self.buf
+        if buf is None:
+            buf = self.buf = self.pools.get_buffer()
+        try:
+            n = self.src.recv_into(buf)
+        except SOFT_ERRORS:
+            self._release_buffer()
+            return 0
+        if not n:
+            self._release_buffer()
+            return self._on_eof()
+        if self.dump is not None:
+            self.dump(buf[:n])
+        if self.filter is not None:
+            data = self.filter.feed(buf[:n])
+            self._release_buffer()
+            if not data:
+                return 0
+            self.out = memoryview(data)
+            self.pending = len(data)
+        else:
+            self.out = buf[:n]
+            self.pending = n
+        return self.push()
+
+    def push(self):
+        """Send held bytes to dst.  Returns how many went out."""
+        sent = 0
+        if self.pipe is not None:
+            while self.pending:
+                try:
+                    n = os.splice(self.pipe[0], self.dstfd, self.pending,
+                                  flags=SPLICE_FLAGS)
+                except SOFT_ERRORS:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EINVAL:
+                        raise
+                    self._pipe_to_buffer()
+                    return sent + self.push()
+                self.pending -= n
+                sent += n
+            if not self.pending:
+                self._release_pipe()
+        elif self.pending:
+            out = self.out
+            while self.pending:
+                try:
+                    n = self.dst.send(out)
+                except SOFT_ERRORS:
+                    break
+                self.pending -= n
+                sent += n
+                out = out[n:]
+            if self.pending:
+                self.out = out
+            else:
+                self.out = None
+                self._release_buffer()
+        self.total += sent
+        if self.eof and not self.pending and not self.shut:
+            self._shutdown_dst()
+        return sent
+
+    def _on_eof(self):
+        self.eof = True
+        if not self.pending:
+            self._shutdown_dst()
+        return 0
+
+    def _shutdown_dst(self):
+        self.shut = True
+        try:
+            self.dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _pipe_to_buffer(self):
+        data = b""
+        while len(data) < self.pending:
+            chunk = os.read(self.pipe[0], self.pending - len(data))
+            if not chunk:
+                break
+            data += chunk
+        self._release_pipe()
+        self.splice = False
+        self.out = memoryview(data)
+        self.pending = len(data)
+
+    def _release_pipe(self):
+        if self.pipe is not None:
+            if self.pending:
+                return
+            self.pools.put_pipe(self.pipe)
+            self.pipe = None
+
+    def _release_buffer(self):
+        if self.buf is not None:
+            self.pools.put_buffer(self.buf)
+            self.buf = None
+
+    def close(self):
+        """Drop whatever is held (the connection is going away)."""
+        pipe = self.pipe
+        if pipe is not None:
+            self.pipe = None
+            if self.pending:
+                # The pipe still holds bytes: it cannot be reused.
+                os.close(pipe[0])
+                os.close(pipe[1])
+            else:
+                self.pools.put_pipe(pipe)
+        self.pending = 0
+        self.out = None
+        self._release_buffer()
+
+
+class Conn:
+    """A client connection and its server connection."""
+
+    __slots__ = ("id", "app", "client", "server", "client_addr", "client_ip",
+                 "client_port", "target", "index", "tried", "phase", "timer",
+                 "c2s", "s2c", "cmask", "smask", "on_client", "on_server",
+                 "started", "entry", "first", "first_line", "http")
+
+    def __init__(self, conn_id, app, client, client_addr, client_ip, client_port):
+        self.id = conn_id
+        self.app = app
+        self.client = client
+        self.server = None
+        self.client_addr = client_addr
+        self.client_ip = client_ip
+        self.client_port = client_port
+        self.target = None       # the Server we connect/relay to
+        self.index = None        # its index (or "emergency"/"abuse")
+        self.tried = set()
+        self.phase = CONNECTING
+        self.timer = None
+        self.c2s = self.s2c = None
+        self.cmask = self.smask = 0
+        self.on_client = self._on_client_event
+        self.on_server = self._on_server_event
+        self.started = time.time()
+        self.entry = None        # ClientEntry, for `recent` counters
+        self.first = None        # the initial pick, where failover wraps to
+        self.first_line = None
+        self.http = None
+
+    # --- phase bookkeeping ---------------------------------------------------------
+    def _enter(self, phase):
+        if phase not in TRANSITIONS[self.phase]:
+            raise RuntimeError(f"conn {self.id}: {self.phase} -> {phase}")
+        self.phase = phase
+
+    @property
+    def sx(self):
+        return self.c2s.total if self.c2s else 0
+
+    @property
+    def rx(self):
+        return self.s2c.total if self.s2c else 0
+
+    # --- connecting ---------------------------------------------------------------
+    def connect(self, server, index):
+        """Start a non-blocking connect to `server`.  Returns False if it
+        failed at once (the caller fails over)."""
+        self.target, self.index = server, index
+        self.tried.add(index)
+        sock = socket.socket(server.family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        app = self.app
+        if app.source_ip is not None:
+            try:
+                sock.bind((app.source_ip, 0))
+            except OSError as e:
+                log.debug("conn %d: bind to source %s failed: %s", self.id, app.source_ip, e)
+        err = sock.connect_ex(server.sockaddr)
+        if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+            sock.close()
+            log.debug("conn %d: connect to %s failed at once: %s", self.id, server, os.strerror(err))
+            return False
+        self.server = sock
+        server.conn += 1
+        self.smask = EVENT_WRITE
+        app.reactor.register(sock, EVENT_WRITE, self.on_server)
+        self.timer = app.reactor.call_later(app.state.settings.connect_timeout,
+                                            self._connect_timed_out)
+        return True
+
+    def _connect_timed_out(self):
+        self.timer = None
+        if self.phase == CONNECTING:
+            self._connect_failed("timed out")
+
+    def _connect_failed(self, reason):
+        log.debug("conn %d: connect to %s: %s", self.id, self.target, reason)
+        self._drop_server()
+        self.app.connect_failed(self, reason)
+
+    def _drop_server(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.server is not None:
+            self.app.reactor.unregister(self.server)
+            self.server.close()
+            self.server = None
+            self.target.conn -= 1
+        self.smask = 0
+
+    def _connect_done(self):
+        err = self.server.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._connect_failed(os.strerror(err))
+        else:
+            self._connected()
+
+    def _connected(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._enter(RELAYING)
+        app = self.app
+        pools, splice = app.pools, app.pools.splice
+        self.http = app.make_http_filter(self)
+        dump_c = dump_s = None
+        if app.dumping:
+            dump_c, dump_s = app.dumper(self, "C"), app.dumper(self, "B")
+        # The first client bytes go through a buffer when the log needs the
+        # request line; after that the pump may splice.
+        self.c2s = Pump(self.client, self.server, pools, splice, self.http, dump_c)
+        if app.conn_log is not None and self.c2s.splice:
+            self.c2s.splice = False
+            self.c2s.filter = FirstLine(self)
+        self.s2c = Pump(self.server, self.client, pools, splice, None, dump_s)
+        self.cmask = EVENT_READ
+        self.smask = EVENT_READ
+        app.reactor.register(self.client, EVENT_READ, self.on_client)
+        app.reactor.modify(self.server, EVENT_READ, self.on_server)
+        app.connected(self)
+
+    # --- events ---------------------------------------------------------------------
+    def _on_server_event(self, mask):
+        # A connection closed earlier in the same select() batch: its fds
+        # may already be reused, so its stale events are ignored.
+        if self.phase is not RELAYING:
+            if self.phase is CONNECTING:
+                self._connect_done()
+            return
+        c2s, s2c = self.c2s, self.s2c
+        try:
+            if mask & EVENT_READ:
+                n = s2c.pull()
+                if n:
+                    self.target.rx += n
+            if mask & EVENT_WRITE and c2s.pending:
+                n = c2s.push()
+                if n:
+                    self.target.sx += n
+        except OSError as e:
+            self._error("server", e)
+            return
+        self._update()
+
+    def _on_client_event(self, mask):
+        if self.phase is not RELAYING:
+            return
+        c2s, s2c = self.c2s, self.s2c
+        try:
+            if mask & EVENT_READ:
+                n = c2s.pull()
+                if n:
+                    self.target.sx += n
+            if mask & EVENT_WRITE and s2c.pending:
+                n = s2c.push()
+                if n:
+                    self.target.rx += n
+        except OSError as e:
+            self._error("client", e)
+            return
+        self._update()
+
+    def _update(self):
+        """Recompute both event masks from the pumps; touch the selector only
+        on change.  Close when both directions are finished."""
+        c2s, s2c = self.c2s, self.s2c
+        if c2s.shut and s2c.shut:
+            self.close()
+            return
+        cmask = (0 if (c2s.pending or c2s.eof) else EVENT_READ) | (EVENT_WRITE if s2c.pending else 0)
+        smask = (0 if (s2c.pending or s2c.eof) else EVENT_READ) | (EVENT_WRITE if c2s.pending else 0)
+        if cmask != self.cmask:
+            self._set_mask(self.client, self.cmask, cmask, self.on_client)
+            self.cmask = cmask
+        if smask != self.smask:
+            self._set_mask(self.server, self.smask, smask, self.on_server)
+            self.smask = smask
+
+    def _set_mask(self, sock, old, new, handler):
+        reactor = self.app.reactor
+        if not new:
+            reactor.unregister(sock)
+        elif not old:
+            reactor.register(sock, new, handler)
+        else:
+            reactor.modify(sock, new, handler)
+
+    def _error(self, side, exc):
+        log.debug("conn %d: %s %s: %s", self.id, side, self.client_ip, exc)
+        self.app.state.counters.socket_errors += 1
+        self.close()
+
+    # --- closing ----------------------------------------------------------------------
+    def close(self):
+        if self.phase == CLOSED:
+            return
+        self._enter(CLOSED)
+        reactor = self.app.reactor
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        reactor.unregister(self.client)
+        self.client.close()
+        if self.server is not None:
+            reactor.unregister(self.server)
+            self.server.close()
+            self.target.conn -= 1
+        for pump in (self.c2s, self.s2c):
+            if pump is not None:
+                pump.close()
+        self.app.closed(self)
+
+    def close_client_only(self):
+        """Close a client that never got a server."""
+        if self.phase == CLOSED:
+            return
+        self._enter(CLOSED)
+        self.app.reactor.unregister(self.client)
+        self.client.close()
+        self.app.closed(self)
+
+
+class FirstLine:
+    """A pass-through filter that records the first request line for -l."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def feed(self, data):
+        conn = self.conn
+        if conn.first_line is None:
+            from .http import first_line
+            conn.first_line = first_line(data)
+            # Seen it: the rest of the stream may be spliced.
+            pump = conn.c2s
+            pump.filter = None
+            pump.splice = conn.app.pools.splice and pump.dump is None
+        return bytes(data)

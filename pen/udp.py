@@ -1,0 +1,202 @@
+"""UDP relay (-U): each client address gets a backend "session".
+
+A session is a connected UDP socket to the chosen server; datagrams from
+the client go out on it and replies come back to the client from the
+listening socket, so the client sees answers from the address it talked to.
+The session table is bounded (-x): when full, the least recently used
+session is closed, so a flood of client addresses cannot exhaust file
+descriptors.  Idle sessions expire.  An ICMP "port unreachable" from a
+server (ConnectionRefusedError) blacklists it; the client's next datagram
+goes to another server.
+"""
+
+import logging
+import socket
+import time
+from collections import OrderedDict
+
+from . import balance
+from .loop import EVENT_READ
+
+log = logging.getLogger("pen")
+
+DATAGRAM_MAX = 65535
+BATCH = 64               # datagrams handled per readiness event
+UDP_IDLE = 60            # seconds an idle session lives (idle_timeout wins)
+SWEEP = 1.0
+
+
+class Session:
+    __slots__ = ("relay", "addr", "ip", "sock", "server", "index", "last",
+                 "on_reply", "sx", "rx")
+
+    def __init__(self, relay, addr, sock, server, index, now):
+        self.relay, self.addr, self.sock = relay, addr, sock
+        self.ip = addr[0]
+        self.server, self.index, self.last = server, index, now
+        self.on_reply = self._on_reply
+        self.sx = self.rx = 0
+
+    def _on_reply(self, mask):
+        relay = self.relay
+        listener = relay.listener
+        for _ in range(BATCH):
+            try:
+                data = self.sock.recv(DATAGRAM_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                relay.server_refused(self)
+                return
+            except OSError as e:
+                log.debug("udp: session %s: %s", self.addr, e)
+                relay.close_session(self)
+                return
+            self.rx += len(data)
+            self.server.rx += len(data)
+            self.last = time.monotonic()
+            relay.sessions.move_to_end(self.addr)
+            try:
+                listener.sendto(data, self.addr)
+            except (BlockingIOError, InterruptedError):
+                relay.state.counters.socket_errors += 1   # client queue full: dropped
+            except OSError as e:
+                log.debug("udp: reply to %s: %s", self.addr, e)
+
+
+class UdpRelay:
+    def __init__(self, app, listener):
+        self.app = app
+        self.state = app.state
+        self.reactor = app.reactor
+        self.listener = None
+        self.sessions = OrderedDict()
+        self.on_datagram = self._on_datagram
+        self.set_listener(listener)
+        self.sweeper = self.reactor.call_later(SWEEP, self._sweep)
+
+    def set_listener(self, listener):
+        self.listener = listener
+        self.reactor.register(listener, EVENT_READ, self.on_datagram)
+
+    def close_listener(self):
+        if self.listener is not None:
+            self.reactor.unregister(self.listener)
+            self.listener.close()
+            self.listener = None
+
+    def _on_datagram(self, mask):
+        recvfrom = self.listener.recvfrom
+        for _ in range(BATCH):
+            try:
+                data, addr = recvfrom(DATAGRAM_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug("udp: recvfrom: %s", e)
+                return
+            self.forward(data, addr)
+
+    def forward(self, data, addr, attempts=0):
+        now = time.monotonic()
+        session = self.sessions.get(addr)
+        if session is None:
+            session = self._open(addr, now)
+            if session is None:
+                self.state.counters.refused += 1
+                return
+        else:
+            self.sessions.move_to_end(addr)
+            session.last = now
+        try:
+            session.sock.send(data)
+        except ConnectionRefusedError:
+            # An earlier datagram was refused: this server is down.
+            self.server_refused(session)
+            if attempts < len(self.state.servers):
+                self.forward(data, addr, attempts + 1)
+            return
+        except (BlockingIOError, InterruptedError):
+            self.state.counters.socket_errors += 1  # server queue full: dropped
+            return
+        except OSError as e:
+            log.debug("udp: send to %s: %s", session.server, e)
+            self.close_session(session)
+            return
+        session.sx += len(data)
+        session.server.sx += len(data)
+
+    def _open(self, addr, now):
+        state = self.state
+        st = state.settings
+        ip = addr[0]
+        if not self.app.client_allowed(ip):
+            server, index = state.abuse, "abuse"
+            if server is None:
+                return None
+        else:
+            entry = state.clients.touch(ip, now, st.tracking)
+            index = balance.choose(state, ip, addr[1], now, entry, self.app.permitted(ip))
+            if index is None:
+                if state.emergency is None or st.stubborn:
+                    return None
+                server, index = state.emergency, "emergency"
+            else:
+                server = state.servers[index]
+        limit = max(1, st.conn_max)
+        while len(self.sessions) >= limit:
+            _, oldest = self.sessions.popitem(last=False)
+            self._close(oldest)
+        sock = socket.socket(server.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(server.sockaddr)
+        except OSError as e:
+            sock.close()
+            log.debug("udp: connect to %s: %s", server, e)
+            return None
+        session = Session(self, addr, sock, server, index, now)
+        self.sessions[addr] = session
+        server.conn += 1
+        self.reactor.register(sock, EVENT_READ, session.on_reply)
+        return session
+
+    def server_refused(self, session):
+        server = session.server
+        server.status = time.monotonic() + self.state.settings.blacklist_time
+        self.state.counters.connect_failures += 1
+        log.debug("udp: blacklisting server %s: port unreachable", session.index)
+        self.close_session(session)
+
+    def close_session(self, session):
+        if self.sessions.get(session.addr) is session:
+            del self.sessions[session.addr]
+        self._close(session)
+
+    def _close(self, session):
+        if session.sock is None:
+            return
+        self.reactor.unregister(session.sock)
+        session.sock.close()
+        session.sock = None
+        session.server.conn -= 1
+
+    def _sweep(self):
+        st = self.state.settings
+        idle = st.idle_timeout or UDP_IDLE
+        now = time.monotonic()
+        sessions = self.sessions
+        while sessions:
+            addr, session = next(iter(sessions.items()))
+            if now - session.last < idle:
+                break
+            del sessions[addr]
+            self._close(session)
+        self.sweeper = self.reactor.call_later(SWEEP, self._sweep)
+
+    def close(self):
+        self.sweeper.cancel()
+        for session in list(self.sessions.values()):
+            self._close(session)
+        self.sessions.clear()
+        self.close_listener()
