@@ -91,6 +91,11 @@ STRINGS = {"-B": "abuse", "-C": "control", "-e": "emergency", "-j": "chroot",
 
 def _docopt_error(exc, argv):
     text = str(exc).splitlines()[0] if str(exc) else ""
+    try:
+        docopt(GRAMMAR + OPTIONS, list(argv) + ["80"], default_help=False)
+        return "missing listen address (expected [host:]port or /path/to/socket)"
+    except DocoptExit:
+        pass
     m = re.search(r"Option\('([^']+)'", text)
     if "unmatched" in text and m:
         return f"unknown option {m.group(1)} (see pen --help)"
@@ -98,8 +103,6 @@ def _docopt_error(exc, argv):
     if m:
         return f"option {m.group(1)} requires an argument (see pen --help)"
     if text.startswith("Usage") or not text:
-        if not any(not a.startswith("-") for a in argv):
-            return "missing listen address (expected [host:]port or /path/to/socket)"
         return "bad command line (see pen --help)"
     return f"{text} (see pen --help)"
 

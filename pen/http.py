@@ -14,6 +14,8 @@ import re
 
 MAX_HEAD = 64 * 1024
 REQUEST_LINE = re.compile(rb"^[A-Z][A-Z0-9_-]{0,31} \S+ HTTP/\d\.\d\r?$")
+# What the start of a request line may look like before its newline came.
+REQUEST_PREFIX = re.compile(rb"[A-Z][A-Z0-9_-]{0,31}(?: \S*(?: [HTP/0-9.]{0,8}\r?)?)?")
 
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, PASS = range(7)
 
@@ -104,8 +106,12 @@ class XForwardedFor:
             out += head[:cut]
             del head[:cut]
         line_end = head.find(b"\n")
-        if line_end >= 0 and not REQUEST_LINE.match(bytes(head[:line_end])):
-            self._give_up(out)
+        if line_end >= 0:
+            if not REQUEST_LINE.match(bytes(head[:line_end])):
+                self._give_up(out)
+                return b""
+        elif head and not REQUEST_PREFIX.fullmatch(bytes(head[:256])):
+            self._give_up(out)   # not HTTP: never hold a binary protocol back
             return b""
         end, sep = head.find(b"\r\n\r\n"), 4
         if end < 0:
@@ -126,13 +132,14 @@ class XForwardedFor:
             self.first_line = lines[0].decode("latin-1")
         method = lines[0].split(b" ", 1)[0]
         length, chunked, upgrade = 0, False, method == b"CONNECT"
-        has_proto = False
+        has_proto = has_xff = False
         out = [lines[0]]
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             key = name.strip().lower()
             if key == b"x-forwarded-for":
                 line = line.rstrip() + b", " + self.client_ip
+                has_xff = True
             elif key == b"x-forwarded-proto":
                 has_proto = True
             elif key == b"content-length":
@@ -145,10 +152,13 @@ class XForwardedFor:
             elif key == b"upgrade":
                 upgrade = True
             out.append(line)
-        if not any(l.split(b":", 1)[0].strip().lower() == b"x-forwarded-for" for l in out[1:]):
-            out.append(b"X-Forwarded-For: " + self.client_ip)
+        # pen's order: X-Forwarded-Proto, then X-Forwarded-For.  Unlike pen,
+        # a client-sent X-Forwarded-For gets the real client appended rather
+        # than being passed on as the only (spoofable) answer.
         if not has_proto:
             out.append(b"X-Forwarded-Proto: " + self.proto)
+        if not has_xff:
+            out.append(b"X-Forwarded-For: " + self.client_ip)
         if upgrade:
             self.state = PASS
         elif chunked:
