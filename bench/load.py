@@ -74,17 +74,29 @@ def settle_rss(pid, rounds=10, pause=0.1):
     return last
 
 
-def idle_memory(proc, n, backend_ports, alive):
-    """Open n idle connections through a balancer; measure its RSS growth.
+def idle_memory(proc, n, backend_ports, alive, path, body_size):
+    """Hold n idle connections through a balancer; measure its RSS growth.
 
     The connections are opened from this process in batches; after each
     batch we poll /proc/net/tcp until the backends see as many relayed
-    connections as we opened.  Returns a dict with KiB per connection.
+    connections as we opened.  RSS is read then ("fresh": connected, no
+    byte relayed yet), and again after one kept-alive HTTP request and its
+    response went through each connection ("idle": what a pool of idle
+    keep-alive connections costs).  Returns a dict of KiB per connection.
     """
     base_conns = count_established(backend_ports)
     base = settle_rss(proc.pid)
     socks = []
     deadline = time.monotonic() + IDLE_TIMEOUT
+
+    def check(what, done, total):
+        if not alive():
+            raise LoadError(f"balancer exited with {len(socks)} "
+                            f"connections open")
+        if time.monotonic() > deadline:
+            raise LoadError(f"only {done} of {total} connections {what} "
+                            f"in {IDLE_TIMEOUT:.0f}s")
+
     try:
         while len(socks) < n:
             for _ in range(min(IDLE_BATCH, n - len(socks))):
@@ -96,22 +108,61 @@ def idle_memory(proc, n, backend_ports, alive):
                     raise LoadError(f"connect: {errno.errorcode.get(err)} "
                                     f"after {len(socks)} connections")
                 socks.append(sock)
-            while count_established(backend_ports) - base_conns < len(socks):
-                if not alive():
-                    raise LoadError(f"balancer exited with {len(socks)} "
-                                    f"connections open")
-                if time.monotonic() > deadline:
-                    got = count_established(backend_ports) - base_conns
-                    raise LoadError(f"only {got} of {len(socks)} connections "
-                                    f"reached the backends in "
-                                    f"{IDLE_TIMEOUT:.0f}s")
+            while True:
+                got = count_established(backend_ports) - base_conns
+                if got >= len(socks):
+                    break
+                check("reached the backends", got, len(socks))
                 time.sleep(0.02)
-        after = settle_rss(proc.pid)
-        return {"conns": n, "rss_before_kib": base, "rss_after_kib": after,
-                "kib_per_conn": (after - base) / n}
+        fresh = settle_rss(proc.pid)
+        request = (f"GET /{path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+                   .encode())
+        for start in range(0, n, IDLE_BATCH):
+            batch = socks[start:start + IDLE_BATCH]
+            one_request(batch, request, body_size,
+                        lambda done: check("answered a request", start + done,
+                                           n))
+        idle = settle_rss(proc.pid)
+        return {"conns": n, "rss_before_kib": base, "rss_fresh_kib": fresh,
+                "rss_after_kib": idle,
+                "fresh_kib_per_conn": (fresh - base) / n,
+                "kib_per_conn": (idle - base) / n}
     finally:
         for sock in socks:
             sock.close()
+
+
+def one_request(socks, request, body_size, check):
+    """Send `request` on every socket and read each whole response."""
+    sel = selectors.DefaultSelector()
+    pending = {}
+    try:
+        for sock in socks:
+            if sock.send(request) != len(request):
+                raise LoadError("short send of a small request")
+            sel.register(sock, selectors.EVENT_READ)
+            pending[sock] = b""
+        while pending:
+            check(len(socks) - len(pending))
+            for key, _ in sel.select(timeout=0.1):
+                sock = key.fileobj
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    raise LoadError("balancer closed an idle connection")
+                got = pending[sock] + data
+                head, sep, body = got.partition(b"\r\n\r\n")
+                if sep and len(body) >= body_size:
+                    if not head.startswith(b"HTTP/1.1 200"):
+                        raise LoadError(f"bad response {head[:40]!r}")
+                    sel.unregister(sock)
+                    del pending[sock]
+                else:
+                    pending[sock] = got
+    finally:
+        sel.close()
 
 
 def udp_rate(port, seconds):

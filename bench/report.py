@@ -10,7 +10,8 @@ SCENARIOS = {
     "bulk": ("bulk 10 MB responses (c4)", "MB/s", True),
     "latency_p50": ("added latency p50 (c1)", "us", False),
     "latency_p99": ("added latency p99 (c1)", "us", False),
-    "memory": ("memory per idle connection", "KiB", False),
+    "memory": ("memory per idle kept-alive conn", "KiB", False),
+    "memory_fresh": ("memory per new conn (no data)", "KiB", False),
     "udp": ("UDP requests -U (16 clients)", "req/s", True),
 }
 TARGET_ORDER = ("direct", "ours", "pen", "haproxy")
@@ -88,9 +89,11 @@ def table(results, ratios, targets):
                  "latency rows it shows that")
     lines.append("direct latency itself, the others show what they add to it.")
     lines.append("Memory is the growth of the balancer's VmRSS divided by the "
-                 "idle connections (kernel socket")
-    lines.append("buffers are not in RSS); no ratio is shown where the "
-                 "denominator is about zero.")
+                 "idle connections, once they")
+    lines.append("are open and again after one HTTP request went through "
+                 "each (kernel socket buffers are")
+    lines.append("not in RSS); no ratio is shown where the denominator is "
+                 "about zero.")
     for note in notes:
         lines.append("note: " + note)
     return "\n".join(lines)

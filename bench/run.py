@@ -358,22 +358,30 @@ class Bench:
             proc = self.balancer(target, ports, tag="-mem")
             if proc is None:
                 self.fail("memory", target, "did not start")
+                self.fail("memory_fresh", target, "did not start")
                 continue
             try:
                 started = time.monotonic()
-                run = load.idle_memory(proc, n, ports, proc.alive)
+                run = load.idle_memory(proc, n, ports, proc.alive,
+                                       services.SMALL_FILE,
+                                       services.SMALL_SIZE)
             except load.LoadError as exc:
                 self.fail("memory", target, str(exc))
+                self.fail("memory_fresh", target, str(exc))
                 continue
             finally:
                 proc.stop()
-            entry = self.entry("memory", target)
-            entry["samples"].append(run["kib_per_conn"])
-            entry["runs"].append(run)
-            say(f"{target:>8} memory: {run['rss_before_kib']} -> "
-                f"{run['rss_after_kib']} KiB with {n} idle connections = "
-                f"{run['kib_per_conn']:.1f} KiB each "
-                f"({time.monotonic() - started:.1f}s)")
+            for key, per in (("memory", "kib_per_conn"),
+                             ("memory_fresh", "fresh_kib_per_conn")):
+                entry = self.entry(key, target)
+                entry["samples"].append(run[per])
+                entry["runs"].append(run)
+            say(f"{target:>8} memory: RSS {run['rss_before_kib']} KiB, "
+                f"{run['rss_fresh_kib']} with {n} connections "
+                f"({run['fresh_kib_per_conn']:.2f} KiB each), "
+                f"{run['rss_after_kib']} after one request on each "
+                f"({run['kib_per_conn']:.2f} KiB each) "
+                f"[{time.monotonic() - started:.1f}s]")
 
     # -- UDP -----------------------------------------------------------
 

@@ -62,7 +62,7 @@ def test_json_describes_the_run(bench_doc):
     assert bench_doc["failures"] == []
     assert set(bench_doc["results"]) == {
         "keepalive", "newconn", "bulk", "latency_p50", "latency_p99",
-        "memory", "udp"}
+        "memory", "memory_fresh", "udp"}
     assert bench_doc["machine"]["cores"] >= 1
 
 
@@ -98,6 +98,8 @@ def test_memory_and_udp_are_sane(bench_doc):
     assert run["conns"] >= 100
     assert run["rss_before_kib"] > 0 and run["rss_after_kib"] > 0
     assert -1 < memory["value"] < 1024, memory["value"]   # KiB per conn
+    fresh = ours(bench_doc, "memory_fresh")
+    assert -1 < fresh["value"] < 1024, fresh["value"]
     udp = ours(bench_doc, "udp")
     assert udp["value"] > 100, udp["value"]
     assert udp["runs"][0]["requests"] > 0
