@@ -164,6 +164,9 @@ def versions(args):
     found = {"python": platform.python_version(),
              "wrk": first_line([tool_path("wrk"), "--version"]),
              "nginx": first_line([tool_path("nginx"), "-v"])}
+    commit = first_line(["git", "-C", str(services.REPO_DIR), "describe",
+                         "--always", "--dirty"])
+    found["ours_commit"] = commit if commit and " " not in commit else None
     if "haproxy" in args.targets:
         found["haproxy"] = first_line([tool_path("haproxy"), "-v"])
     if "pen" in args.targets:
