@@ -10,6 +10,7 @@ import socket
 import time
 
 from . import balance
+from .errors import ConfigError, PenError
 from .http import XForwardedFor
 from .listen import bind_listener
 from .loop import EVENT_READ
@@ -18,6 +19,7 @@ from .relay import Conn, Pools
 log = logging.getLogger("pen")
 
 ACCEPT_BACKOFF = 0.1     # seconds a listener rests after EMFILE/ENFILE
+WARN_EVERY = 10.0        # seconds between repeated resource warnings
 EMFILE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -71,17 +73,24 @@ class App:
         self.listener = None
         self.listening = False      # registered for accept
         self.backoff = None         # Timer while paused after EMFILE
+        self.last_warning = -WARN_EVERY
         self.udp = None
         self.conn_log = None
         self.source_ip = None
         self.tls_context = None
+        self.conn_class = Conn      # tlsrelay.TlsConn when terminating TLS
         self.next_id = 0
         self.free_ids = []
         self.active = 0
         self.control = None
         self.on_accept = self._on_accept
+        # commands.py's effects (documented there) -> the method doing each
         self.effects = {"listen": self.rebind, "exit": self.stop,
-                        "close": self.close_conn, "log": self.set_log}
+                        "close": self.close_conn, "log": self.set_log,
+                        "write": self.write_file, "include": self.include,
+                        "debug": self.set_debug, "conn_max": self.conn_max_changed,
+                        "source": self.set_source, "tls": self.reload_tls,
+                        "ssl_info": self.ssl_info}
 
     # --- setup ------------------------------------------------------------------------
     def bind(self):
@@ -146,12 +155,65 @@ class App:
             self.conn_log.reopen()
 
     def run_effects(self, effects):
+        """Run commands' effects in order.  Returns reply lines: what a
+        handler answers (ssl_info, include errors) and one line per effect
+        that failed (the others still run)."""
+        lines = []
         for name, *args in effects:
             handler = self.effects.get(name)
             if handler is None:
                 log.error("no handler for effect %r", name)
-            else:
-                handler(*args)
+                continue
+            try:
+                lines.extend(handler(*args) or ())
+            except PenError as e:
+                lines.append(f"{name}: {e}")
+            except OSError as e:
+                where = f"{e.filename}: " if e.filename else ""
+                lines.append(f"{name}: {where}{e.strerror or e}")
+        for line in lines:
+            log.debug("%s", line)
+        return lines
+
+    def start_control(self, sock=None):
+        """The control socket (-C), opened before detaching as `sock`."""
+        from .control import ControlServer
+        st = self.state.settings
+        self.control = ControlServer(self.reactor, self.state, st.control,
+                                     self.run_effects, sock=sock)
+
+    def write_file(self, path, text):
+        try:
+            with open(path, "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise ConfigError(f"cannot write {path}: {e.strerror}") from None
+
+    def include(self, path):
+        from .commands import load_config
+        effects, errors = load_config(path, self.state)
+        for error in errors:
+            log.warning("%s", error)
+        return errors + self.run_effects(effects)
+
+    def set_debug(self, level):
+        log.setLevel(logging.DEBUG if level else logging.WARNING)
+
+    def conn_max_changed(self, n):
+        if not self.listening and self.backoff is None and self.active < n:
+            self._resume()
+
+    def set_source(self, ip):
+        self.source_ip = ip
+
+    def reload_tls(self):
+        from . import tls
+        if tls.tls_enabled(self.state.settings):
+            self.tls_context = tls.reload(self.state.settings, self.tls_context)
+
+    def ssl_info(self):
+        from . import tls
+        return tls.cert_info(self.state.settings, self.tls_context)
 
     def stop(self):
         self.reactor.stop()
@@ -189,16 +251,25 @@ class App:
             except OSError as e:
                 self.state.counters.accept_errors += 1
                 if e.errno in EMFILE_ERRORS:
-                    log.warning("accept: %s; pausing the listener for %.1fs",
-                                e.strerror, ACCEPT_BACKOFF)
-                    self._pause()
-                    if self.backoff is None:
-                        self.backoff = self.reactor.call_later(ACCEPT_BACKOFF, self._resume)
+                    self._out_of_resources("accept", e)
                     return
                 if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue
                 raise
             self._accepted(sock, addr)
+
+    def _out_of_resources(self, what, exc):
+        """EMFILE and friends: rest the listener instead of spinning."""
+        if exc.errno not in EMFILE_ERRORS:
+            raise exc
+        now = time.monotonic()
+        if now - self.last_warning > WARN_EVERY:
+            self.last_warning = now
+            log.warning("%s: %s; pausing the listener for %.1fs",
+                        what, exc.strerror, ACCEPT_BACKOFF)
+        self._pause()
+        if self.backoff is None:
+            self.backoff = self.reactor.call_later(ACCEPT_BACKOFF, self._resume)
 
     def _new_id(self):
         if self.free_ids:
@@ -214,10 +285,10 @@ class App:
             ip, port = addr[0], addr[1]
         else:
             ip, port = "", 0  # Unix socket client
-        conn = Conn(self._new_id(), self, sock, addr, ip, port)
+        conn = self.conn_class(self._new_id(), self, sock, addr, ip, port)
         state.conns[conn.id] = conn
         self.active += 1
-        self.dispatch(conn)
+        conn.start()
 
     # --- choosing a server --------------------------------------------------------------
     def permitted(self, ip):
@@ -240,7 +311,7 @@ class App:
         ip = conn.client_ip
         if not self.client_allowed(ip):
             state.counters.refused += 1
-            if state.abuse is not None and conn.connect(state.abuse, "abuse"):
+            if state.abuse is not None and self._connect(conn, state.abuse, "abuse") is not False:
                 return
             log.debug("conn %d: client %s refused by the client ACL", conn.id, ip)
             conn.close_client_only()
@@ -259,18 +330,30 @@ class App:
         state = self.state
         servers = state.servers
         while index is not None and len(conn.tried) <= len(servers):
-            if conn.connect(servers[index], index):
+            started = self._connect(conn, servers[index], index)
+            if started is not False:
                 return
             self._blacklist(servers[index], now)
             index = balance.failover(state, conn.first, index, now, conn.entry,
                                      self.permitted(conn.client_ip))
         self._last_resort(conn)
 
+    def _connect(self, conn, server, index):
+        """Start connecting: True if under way, False if it failed at once
+        (fail over), None if we are out of fds (client closed, listener
+        resting: not the server's fault)."""
+        try:
+            return conn.connect(server, index)
+        except OSError as e:
+            self._out_of_resources("connect", e)
+            conn.close_client_only()
+            return None
+
     def _last_resort(self, conn):
         state = self.state
         if (state.emergency is not None and not state.settings.stubborn
                 and "emergency" not in conn.tried
-                and conn.connect(state.emergency, "emergency")):
+                and self._connect(conn, state.emergency, "emergency") is not False):
             return
         log.debug("conn %d: no server available for %s", conn.id, conn.client_ip)
         conn.close_client_only()

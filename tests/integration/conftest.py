@@ -240,6 +240,15 @@ def pen(request):
             print(f"--- stderr of {' '.join(p.cmd)} (rc {rc}):\n{err[-4000:]}")
 
 
+def raw_listener(backlog=1):
+    """A bare listening socket on 127.0.0.1 that the test drives by hand."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(backlog)
+    srv.settimeout(TIMEOUT)
+    return srv, f"127.0.0.1:{srv.getsockname()[1]}"
+
+
 def connect(port, host="127.0.0.1", source=None, timeout=TIMEOUT):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)

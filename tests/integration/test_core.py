@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from conftest import (REFERENCE_PEN, TIMEOUT, Backend, UdpBackend, banner,
-                      connect, free_port, listening, read_line, recv_all,
-                      rss_kib, wait_until)
+from conftest import (REFERENCE_PEN, TIMEOUT, Backend, Pen, UdpBackend,
+                      banner, connect, free_port, listening, raw_listener,
+                      read_line, recv_all, rss_kib, wait_until)
 
 
 def names(port, count, source=None):
@@ -83,6 +83,68 @@ def test_emergency_server_takes_over_when_all_are_down(pen, backends):
     pen("-e", e.spec, f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}",
         f"127.0.0.1:{free_port()}", port=port)
     assert names(port, 2) == ["S0", "S0"]
+
+
+def test_connect_timeout_blacklists_and_fails_over(pen, backends):
+    (a,) = backends(1)
+    # A backend whose accept queue is full drops SYNs: the connect hangs.
+    srv, spec = raw_listener(backlog=0)
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(srv.getsockname())
+        fillers.append(f)
+    port = free_port()
+    pen("-r", "-t", "1", f"127.0.0.1:{port}", a.spec, spec, port=port)
+    started = time.monotonic()
+    assert banner(port) == "S0"        # server 1 timed out, then S0
+    assert 0.8 < time.monotonic() - started < 4
+    started = time.monotonic()
+    assert banner(port) == "S0"        # server 1 is blacklisted now: no wait
+    assert time.monotonic() - started < 0.8
+    for f in fillers:
+        f.close()
+    srv.close()
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_pauses_instead_of_spinning(backends):
+    import resource
+    (a,) = backends(1)
+    port = free_port()
+
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+    proc = subprocess.Popen([sys.executable, "-m", "pen", "-f", f"127.0.0.1:{port}", a.spec],
+                            stderr=subprocess.PIPE, preexec_fn=low_fd_limit)
+    clients = []
+    try:
+        assert wait_until(lambda: listening(port))
+        for _ in range(30):          # two fds each in pen: well past 40
+            c = socket.socket()
+            c.settimeout(TIMEOUT)
+            c.connect(("127.0.0.1", port))
+            clients.append(c)
+        cpu = _cpu_seconds(proc.pid)
+        time.sleep(1.0)              # measuring: pen must be idle meanwhile
+        assert _cpu_seconds(proc.pid) - cpu < 0.5, "pen spins on EMFILE"
+        for c in clients:
+            c.close()
+        clients.clear()
+        assert wait_until(lambda: banner(port) == "S0")
+    finally:
+        for c in clients:
+            c.close()
+        proc.terminate()
+        _, err = proc.communicate(timeout=TIMEOUT)
+    assert b"pausing the listener" in err
+    assert b"Traceback" not in err
 
 
 def test_no_server_left_closes_the_client(pen):
@@ -172,12 +234,9 @@ def test_backend_that_speaks_first(pen, backends):
 
 
 def test_backend_reset_mid_stream_closes_the_client(pen):
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    srv.settimeout(TIMEOUT)
+    srv, spec = raw_listener()
     port = free_port()
-    pen(f"127.0.0.1:{port}", f"127.0.0.1:{srv.getsockname()[1]}", port=port)
+    pen(f"127.0.0.1:{port}", spec, port=port)
     with connect(port) as c:
         peer, _ = srv.accept()
         peer.sendall(b"partial")
@@ -195,12 +254,9 @@ def test_backend_reset_mid_stream_closes_the_client(pen):
 def test_slow_reader_does_not_grow_memory(pen):
     """A backend floods, the client never reads: pen must stop reading the
     backend instead of buffering."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    srv.settimeout(TIMEOUT)
+    srv, spec = raw_listener()
     port = free_port()
-    p = pen("-H", f"127.0.0.1:{port}", f"127.0.0.1:{srv.getsockname()[1]}", port=port)
+    p = pen("-H", f"127.0.0.1:{port}", spec, port=port)
     client = connect(port)
     peer, _ = srv.accept()
     before = rss_kib(p.pid)
@@ -305,7 +361,6 @@ def _udp_ask(port, payload, source="127.0.0.1", sock=None):
 def test_udp_clients_stick_to_their_servers():
     u0, u1 = UdpBackend("U0"), UdpBackend("U1")
     port = free_port(socket.SOCK_DGRAM)
-    from conftest import Pen
     p = Pen(["-U", f"127.0.0.1:{port}", u0.spec, u1.spec], port=port, udp=True)
     try:
         a = [_udp_ask(port, b"x", "127.0.0.1") for _ in range(3)]
@@ -322,7 +377,6 @@ def test_udp_roundrobin_and_failover_from_a_dead_server():
     u0 = UdpBackend("U0")
     dead = free_port(socket.SOCK_DGRAM)
     port = free_port(socket.SOCK_DGRAM)
-    from conftest import Pen
     p = Pen(["-U", "-r", f"127.0.0.1:{port}", u0.spec, f"127.0.0.1:{dead}"],
             port=port, udp=True)
     try:
@@ -339,7 +393,6 @@ def test_udp_roundrobin_and_failover_from_a_dead_server():
 def test_udp_session_table_is_bounded():
     u0 = UdpBackend("U0")
     port = free_port(socket.SOCK_DGRAM)
-    from conftest import Pen
     p = Pen(["-U", "-x", "20", f"127.0.0.1:{port}", u0.spec], port=port, udp=True)
     try:
         socks = []
