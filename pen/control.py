@@ -15,8 +15,9 @@ stalls traffic:
   closes, so the reply is not lost to a connection reset;
 - control_acl is checked on accept; a refused client gets one line saying so.
 
-ControlServer(reactor, state, listen_addr, run_effects): run_effects(effects)
-is the daemon's executor; whatever lines it returns are added to the reply,
+ControlServer(reactor, state, listen_addr, run_effects, sock=None):
+`sock` is the socket from open_socket() when the daemon opened it before
+detaching; run_effects(effects) is the daemon's executor; whatever lines it returns are added to the reply,
 and a PenError/OSError it raises becomes a reply line too.
 """
 
@@ -24,7 +25,6 @@ import errno
 import logging
 import os
 import socket
-import time
 
 from . import commands
 from .addr import ListenAddr, parse_listen
@@ -65,16 +65,15 @@ def open_socket(addr):
 class ControlServer:
     """The listening control socket and the conversations on it."""
 
-    def __init__(self, reactor, state, listen_addr, run_effects, clock=time.monotonic):
+    def __init__(self, reactor, state, listen_addr, run_effects, sock=None):
         if not isinstance(listen_addr, ListenAddr):
             listen_addr = parse_listen(str(listen_addr))
         self.reactor = reactor
         self.state = state
         self.addr = listen_addr
         self.run_effects = run_effects
-        self.clock = clock
         self.clients = set()
-        self.sock = open_socket(listen_addr)
+        self.sock = sock if sock is not None else open_socket(listen_addr)
         self.inode = None
         if listen_addr.kind == "unix":
             self.inode = os.stat(listen_addr.path).st_ino

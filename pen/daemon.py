@@ -120,6 +120,21 @@ def wire_signals(reactor, handlers):
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
+def open_control(st):
+    """The -C socket, opened before detaching (errors print, exit 1).  As
+    pen: none when running as root without -u, and we say so."""
+    if not st.control:
+        return None
+    from .addr import parse_listen
+    from .control import open_socket, root_refusal
+    refusal = root_refusal(st)
+    if refusal:
+        print(f"pen: {refusal}", file=sys.stderr)
+        log.warning("%s", refusal)
+        return None
+    return open_socket(parse_listen(st.control))
+
+
 def run(state):
     """Start checks (printed, exit 1), detach, then serve until a signal."""
     from .app import App
@@ -137,6 +152,7 @@ def run(state):
         if st.pidfile:
             check_pidfile(st.pidfile)
         app.bind()
+        control_sock = open_control(st)
     except ConfigError as e:
         print(f"pen: {e}", file=sys.stderr)
         return 1
@@ -162,6 +178,8 @@ def run(state):
     wire_signals(reactor, {signal.SIGTERM: handle_term, signal.SIGINT: handle_term,
                            signal.SIGHUP: handle_hup})
     app.start()
+    if control_sock is not None:
+        app.start_control(control_sock)
     try:
         reactor.run()
     finally:
