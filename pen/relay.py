@@ -32,7 +32,9 @@ SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK"
 HAVE_SPLICE = hasattr(os, "splice")
 
 CONNECTING, RELAYING, CLOSED = "CONNECTING", "RELAYING", "CLOSED"
-TRANSITIONS = {CONNECTING: (RELAYING, CLOSED), RELAYING: (CLOSED,), CLOSED: ()}
+HANDSHAKE = "HANDSHAKE"   # TLS clients only (pen/tlsrelay.py), before CONNECTING
+TRANSITIONS = {HANDSHAKE: (CONNECTING, CLOSED), CONNECTING: (RELAYING, CLOSED),
+               RELAYING: (CLOSED,), CLOSED: ()}
 
 SOFT_ERRORS = (BlockingIOError, InterruptedError)
 
@@ -249,6 +251,8 @@ class Conn:
                  "c2s", "s2c", "cmask", "smask", "on_client", "on_server",
                  "started", "entry", "first", "first_line", "http")
 
+    new_pump = Pump      # TlsConn hands its pumps the TLS link instead
+
     def __init__(self, conn_id, app, client, client_addr, client_ip, client_port):
         self.id = conn_id
         self.app = app
@@ -287,6 +291,10 @@ class Conn:
         return self.s2c.total if self.s2c else 0
 
     # --- connecting ---------------------------------------------------------------
+    def start(self):
+        """Just accepted: choose a server (TlsConn shakes hands first)."""
+        self.app.dispatch(self)
+
     def connect(self, server, index):
         """Start a non-blocking connect to `server`.  Returns False if it
         failed at once (the caller fails over)."""
@@ -354,11 +362,11 @@ class Conn:
             dump_c, dump_s = app.dumper(self, "C"), app.dumper(self, "B")
         # The first client bytes go through a buffer when the log needs the
         # request line; after that the pump may splice.
-        self.c2s = Pump(self.client, self.server, pools, splice, self.http, dump_c)
+        self.c2s = self.new_pump(self.client, self.server, pools, splice, self.http, dump_c)
         if app.conn_log is not None and self.c2s.splice:
             self.c2s.splice = False
             self.c2s.filter = FirstLine(self)
-        self.s2c = Pump(self.server, self.client, pools, splice, None, dump_s)
+        self.s2c = self.new_pump(self.server, self.client, pools, splice, None, dump_s)
         self.cmask = EVENT_READ
         self.smask = EVENT_READ
         app.reactor.register(self.client, EVENT_READ, self.on_client)
