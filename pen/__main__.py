@@ -24,7 +24,7 @@ usage:
 """
 GRAMMAR = """\
 Usage:
-  pen [-d]... [-o OPTION]... [-O OPTION]... [options] LISTEN [SERVER...]
+  pen [-d]... [-o OPTION]... [-O OPTION]... [options] [LISTEN [SERVER...]]
   pen --help
 
 """
@@ -91,11 +91,6 @@ STRINGS = {"-B": "abuse", "-C": "control", "-e": "emergency", "-j": "chroot",
 
 def _docopt_error(exc, argv):
     text = str(exc).splitlines()[0] if str(exc) else ""
-    try:
-        docopt(GRAMMAR + OPTIONS, list(argv) + ["80"], default_help=False)
-        return "missing listen address (expected [host:]port or /path/to/socket)"
-    except DocoptExit:
-        pass
     m = re.search(r"Option\('([^']+)'", text)
     if "unmatched" in text and m:
         return f"unknown option {m.group(1)} (see pen --help)"
@@ -130,7 +125,10 @@ def parse_args(argv):
     st.debug = args["-d"]
     st.options = list(args["-o"]) + list(args["-O"])
     st.event_backend = "poll" if args["-P"] else "kqueue" if args["-Q"] else "epoll"
-    st.listen = parse_listen(args["LISTEN"])
+    if args["LISTEN"]:
+        st.listen = parse_listen(args["LISTEN"])
+    elif not (st.cfgfile or st.options):
+        raise ConfigError("missing listen address (expected [host:]port or /path/to/socket)")
     st.backends = list(args["SERVER"])
     return st
 
@@ -139,7 +137,7 @@ def build_state(st):
     """Resolve the backends, emergency and abuse servers once, up front."""
     import socket
     socktype = socket.SOCK_DGRAM if st.udp else socket.SOCK_STREAM
-    default_port = st.listen.port if st.listen.kind == "inet" else None
+    default_port = st.listen.port if st.listen and st.listen.kind == "inet" else None
     servers = [parse_backend(spec, default_port, i, socktype)
                for i, spec in enumerate(st.backends)]
     extra = {}

@@ -6,11 +6,12 @@ commands ask for.  It wires pure modules (balance, commands) to the fds
 
 import errno
 import logging
+import os
 import socket
 import time
 
 from . import balance
-from .errors import ConfigError, PenError
+from .errors import CommandError, ConfigError, PenError
 from .http import XForwardedFor
 from .listen import bind_listener
 from .loop import EVENT_READ
@@ -83,6 +84,7 @@ class App:
         self.free_ids = []
         self.active = 0
         self.control = None
+        self.cfg_dirfd = self.cfg_path = None
         self.on_accept = self._on_accept
         # commands.py's effects (documented there) -> the method doing each
         self.effects = {"listen": self.rebind, "exit": self.stop,
@@ -96,9 +98,81 @@ class App:
     def bind(self):
         """Open the listening socket; raises ConfigError (before detaching)."""
         st = self.state.settings
+        if st.listen is None:
+            raise ConfigError("no listen address (give [host:]port on the "
+                              "command line or `listen` in the config)")
         self.listener = bind_listener(st.listen, udp=st.udp, backlog=st.backlog)
-        if st.logfile:
+        if st.logfile and self.conn_log is None:
             self.conn_log = ConnLog(st.logfile)
+
+    def configure(self):
+        """-o/-O commands, then the -F file, before binding.  Returns the
+        error lines (all of them; the caller refuses to start if any);
+        the replies of -o commands go to stdout, as pen's do."""
+        from . import commands
+        from .config import load_config
+        st = self.state.settings
+        errors, effects = [], []
+        for line in st.options:
+            try:
+                cmd = commands.parse(line, self.state)
+            except CommandError as e:
+                errors.append(f"-o {line!r}: {e}")
+                continue
+            if cmd is not None:
+                replies, more = commands.apply(self.state, cmd)
+                for reply in replies:
+                    print(reply)
+                effects.extend(more)
+        if st.cfgfile:
+            more, errs = load_config(st.cfgfile, self.state)
+            errors.extend(errs)
+            effects.extend(more)
+        errors.extend(self.run_effects(effects))
+        return errors
+
+    def keep_config_reachable(self):
+        """Before chroot: keep the -F file's directory open, so SIGHUP can
+        re-read the file (and its relative includes) from inside the jail."""
+        st = self.state.settings
+        if st.cfgfile and st.chroot:
+            path = os.path.abspath(st.cfgfile)
+            self.cfg_dirfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+            self.cfg_path = os.path.basename(path)
+
+    def reload_config(self):
+        """SIGHUP: run the -F file again.  Bad lines are logged as
+        file:line: reason and change nothing; good lines apply."""
+        from .config import load_config
+        st = self.state.settings
+        if not st.cfgfile:
+            return
+        opener = None
+        path = st.cfgfile
+        if self.cfg_dirfd is not None:
+            dirfd = self.cfg_dirfd
+            path = self.cfg_path
+            opener = lambda name, flags: os.open(name, flags, dir_fd=dirfd)
+        effects, errors = load_config(path, self.state, opener=opener)
+        for error in errors:
+            log.error("%s", error)
+        for line in self.run_effects(effects):
+            log.error("%s", line)
+        log.debug("reloaded %s: %d bad lines", st.cfgfile, len(errors))
+
+    def write_stats(self):
+        """SIGUSR1: statistics to the log (stderr or syslog), and the -w
+        file in HTML."""
+        from . import stats
+        now, wall = time.monotonic(), time.time()
+        for line in stats.text_stats(self.state, now, wall):
+            log.warning("%s", line)
+        webfile = self.state.settings.webfile
+        if webfile:
+            try:
+                self.write_file(webfile, stats.status_html(self.state, now, wall))
+            except ConfigError as e:
+                log.error("%s", e)
 
     def start(self):
         st = self.state.settings
@@ -127,6 +201,9 @@ class App:
         """`listen [addr:]port`: open the new listener first; only if that
         worked, close the old one (raises ConfigError otherwise)."""
         st = self.state.settings
+        if self.listener is None:
+            st.listen = addr        # at startup (-o/-F): bind() opens it
+            return
         new = bind_listener(addr, udp=st.udp, backlog=st.backlog)
         self._pause()
         if self.udp is not None:
@@ -207,8 +284,11 @@ class App:
         self.source_ip = ip
 
     def reload_tls(self):
-        from . import tls
-        if tls.tls_enabled(self.state.settings):
+        """An ssl_* setting changed.  At startup (-o/-F) there is no context
+        yet: tlsrelay.setup() builds it after them, and may ask for a key's
+        passphrase, which a reload never does."""
+        if self.tls_context is not None:
+            from . import tls
             self.tls_context = tls.reload(self.state.settings, self.tls_context)
 
     def ssl_info(self):

@@ -20,11 +20,13 @@ PENDING_MAX = 100
 RENEGOTIATION_INTERVAL = 3600
 
 
-def load_config(path, state, now=None, wall=None, _stack=()):
+def load_config(path, state, now=None, wall=None, _stack=(), opener=None):
     """Run every line of a config file.  Returns (effects, errors): the
     effects of the good lines, in order, and one `file:line: reason` per
     bad line (bad lines change nothing).  `include FILE` nests (relative
-    paths are taken from the including file's directory)."""
+    paths are taken from the including file's directory).  `opener` is
+    open()'s: pen passes one that reads relative to a directory fd kept
+    from before chroot."""
     effects, errors = [], []
     real = os.path.realpath(path)
     if real in _stack:
@@ -33,7 +35,7 @@ def load_config(path, state, now=None, wall=None, _stack=()):
     if len(_stack) >= INCLUDE_DEPTH:
         return [], [f"{path}: includes nested more than {INCLUDE_DEPTH} deep"]
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        with open(path, encoding="utf-8", errors="surrogateescape", opener=opener) as f:
             lines = f.read().splitlines()
     except OSError as e:
         return [], [f"{path}: cannot read: {e.strerror or e}"]
@@ -51,7 +53,7 @@ def load_config(path, state, now=None, wall=None, _stack=()):
                 target = effect[1]
                 if not os.path.isabs(target):
                     target = os.path.join(os.path.dirname(path), target)
-                more, errs = load_config(target, state, now, wall, _stack + (real,))
+                more, errs = load_config(target, state, now, wall, _stack + (real,), opener)
                 effects.extend(more)
                 errors.extend(f"{path}:{lineno}: {err}" for err in errs)
             else:

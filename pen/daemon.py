@@ -113,6 +113,18 @@ def drop_privileges(chroot_dir, user):
             raise ConfigError(f"-u {name}: cannot switch user: {e.strerror}") from None
 
 
+def preload_modules():
+    """Import every pen module (and the codecs name lookups need) now:
+    after chroot the package's files are out of reach."""
+    import encodings.idna  # noqa: F401
+    import importlib
+    import pkgutil
+    import pen
+    for info in pkgutil.iter_modules(pen.__path__):
+        if info.name != "__main__":
+            importlib.import_module(f"pen.{info.name}")
+
+
 def wire_signals(reactor, handlers):
     """handlers: {signum: callback}; run on the loop, not in the handler."""
     for signum, callback in handlers.items():
@@ -151,6 +163,11 @@ def run(state):
             check_chroot(st.chroot)
         if st.pidfile:
             check_pidfile(st.pidfile)
+        errors = app.configure()     # -o/-O, then -F: every bad line shown
+        if errors:
+            for error in errors:
+                print(f"pen: {error}", file=sys.stderr)
+            return 1
         app.bind()
         control_sock = open_control(st)
     except ConfigError as e:
@@ -162,6 +179,9 @@ def run(state):
     try:
         if st.pidfile:
             write_pidfile(st.pidfile)
+        if st.chroot:
+            preload_modules()        # nothing can be imported in the jail
+            app.keep_config_reachable()
         drop_privileges(st.chroot, user)
     except ConfigError as e:
         log.error("%s", e)
@@ -174,9 +194,10 @@ def run(state):
 
     def handle_hup():
         app.reopen_log()
+        app.reload_config()
 
     wire_signals(reactor, {signal.SIGTERM: handle_term, signal.SIGINT: handle_term,
-                           signal.SIGHUP: handle_hup})
+                           signal.SIGHUP: handle_hup, signal.SIGUSR1: app.write_stats})
     app.start()
     if control_sock is not None:
         app.start_control(control_sock)

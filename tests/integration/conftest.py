@@ -198,7 +198,7 @@ class Pen:
             raise AssertionError(f"pen exited {self.proc.returncode}: {err.decode()}")
 
     def stop(self, sig=signal.SIGTERM):
-        """Stop by PID; returns (returncode, stderr text)."""
+        """Stop by PID; returns (returncode, stderr text); keeps stdout."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -206,6 +206,7 @@ class Pen:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate(timeout=TIMEOUT)
+        self.stdout = out.decode(errors="replace")
         return self.proc.returncode, err.decode(errors="replace")
 
 

@@ -159,16 +159,9 @@ def test_acls_object_and_dump():
 
 @pytest.fixture
 def mmdb(tmp_path):
-    mmdb_writer = pytest.importorskip("mmdb_writer")
-    netaddr = pytest.importorskip("netaddr")
-    w = mmdb_writer.MMDBWriter(ip_version=6, database_type="GeoLite2-Country",
-                               ipv4_compatible=True)
-    w.insert_network(netaddr.IPSet(["127.0.0.0/24"]), {"country": {"iso_code": "SE"}})
-    w.insert_network(netaddr.IPSet(["10.0.0.0/8"]), {"country": {"iso_code": "US"}})
-    w.insert_network(netaddr.IPSet(["2001:db8::/32"]), {"country": {"iso_code": "DE"}})
-    path = tmp_path / "country.mmdb"
-    w.to_db_file(str(path))
-    return str(path)
+    pytest.importorskip("mmdb_writer")
+    from geodb import build_country_db
+    return build_country_db(tmp_path / "country.mmdb")
 
 
 def test_geoip_database(mmdb):
