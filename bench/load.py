@@ -22,7 +22,11 @@ UDP_RESEND = 0.2           # seconds before a lost datagram is sent again
 
 
 class LoadError(RuntimeError):
-    """A load run could not produce a number."""
+    """A load run could not produce a number (`target`: whose fault)."""
+
+    def __init__(self, message, target=None):
+        super().__init__(message)
+        self.target = target
 
 
 def wrk(wrk_exe, port, path, seconds, conns, threads, close=False):
@@ -222,3 +226,83 @@ def udp_rate(port, seconds):
             sel.unregister(sock)
             sock.close()
         sel.close()
+
+
+def interleaved_latency(ports, path, seconds):
+    """Round-trip times of one small request, taking turns per request.
+
+    One kept-alive connection per target; each pass sends one request to
+    every target in turn (the order rotating each pass), so a noisy
+    neighbour hits every target's samples alike.  Returns {target: [ns]}.
+    """
+    request = f"GET /{path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    conns, sizes, times = {}, {}, {}
+    buf = bytearray(65536)
+    view = memoryview(buf)
+    target = None
+    try:
+        for target, port in ports.items():
+            sock = socket.create_connection((HOST, port), timeout=5)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conns[target] = sock
+            sizes[target] = response_size(sock, request)
+            times[target] = []
+        order = list(conns)
+        end = time.monotonic() + seconds
+        turn = 0
+        while time.monotonic() < end:
+            turn += 1
+            shift = turn % len(order)
+            for target in order[shift:] + order[:shift]:
+                sock, size = conns[target], sizes[target]
+                start = time.perf_counter_ns()
+                sock.sendall(request)
+                got = 0
+                while got < size:
+                    n = sock.recv_into(view[got:size])
+                    if not n:
+                        raise LoadError("closed the connection", target)
+                    got += n
+                times[target].append(time.perf_counter_ns() - start)
+        return times
+    except LoadError as exc:
+        exc.target = exc.target or target
+        raise
+    except OSError as exc:
+        raise LoadError(f"latency run: {exc}", target) from exc
+    finally:
+        for sock in conns.values():
+            sock.close()
+
+
+def response_size(sock, request):
+    """Length of the whole response to `request` (nginx's is constant)."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise LoadError("connection closed before the response header")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length is None or not head.startswith(b"HTTP/1.1 200"):
+        raise LoadError(f"unexpected response {head[:60]!r}")
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise LoadError("connection closed in the response body")
+        body += chunk
+    return len(head) + 4 + length
+
+
+def percentile(sorted_values, pct):
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * pct // 100))
+    return sorted_values[int(rank) - 1]

@@ -8,8 +8,8 @@ SCENARIOS = {
     "keepalive": ("kept-alive requests (c50)", "req/s", True),
     "newconn": ("new-connection requests (c50)", "req/s", True),
     "bulk": ("bulk 10 MB responses (c4)", "MB/s", True),
-    "latency_p50": ("added latency p50 (c1)", "us", False),
-    "latency_p99": ("added latency p99 (c1)", "us", False),
+    "latency_p50": ("added latency p50 (1 conn)", "us", False),
+    "latency_p99": ("added latency p99 (1 conn)", "us", False),
     "memory": ("memory per idle kept-alive conn", "KiB", False),
     "memory_fresh": ("memory per new conn (no data)", "KiB", False),
     "udp": ("UDP requests -U (16 clients)", "req/s", True),
@@ -29,8 +29,7 @@ def summarise(results):
     ratios = {}
     for name, per_target in results.items():
         for entry in per_target.values():
-            if "value" not in entry:        # latency sets its own
-                entry["value"] = median(entry["samples"])
+            entry["value"] = median(entry["samples"])
         floor = RATIO_FLOOR.get(SCENARIOS.get(name, ("", ""))[1], 0)
         for top, bottom in RATIOS:
             a = per_target.get(top, {}).get("value")
@@ -81,13 +80,13 @@ def table(results, ratios, targets):
             row += f"{'-' if value is None else f'{value:.2f}':>14}"
         lines.append(row)
     lines.append("")
-    lines.append("Values are medians over rounds; latency takes each one's "
-                 "best round. Ratios are a/b:")
-    lines.append("above 1 is better for req/s and MB/s, "
-                 "below 1 is better for added latency and KiB.")
-    lines.append("'direct' is wrk straight to one nginx backend; in the "
-                 "latency rows it shows that")
-    lines.append("direct latency itself, the others show what they add to it.")
+    lines.append("Values are medians over rounds. Ratios are a/b: above 1 "
+                 "is better for req/s and MB/s,")
+    lines.append("below 1 is better for added latency and KiB.")
+    lines.append("'direct' is straight to one nginx backend; in the latency "
+                 "rows it shows the round trip")
+    lines.append("of one request from a Python client, the others what they "
+                 "add to it (taking turns).")
     lines.append("Memory is the growth of the balancer's VmRSS divided by the "
                  "idle connections, once they")
     lines.append("are open and again after one HTTP request went through "

@@ -263,6 +263,9 @@ class Bench:
         for name in TCP_SCENARIOS:
             if name not in args.scenario_list:
                 continue
+            if name == "latency":
+                self.run_latency(ports, procs)
+                continue
             for rnd in range(args.rounds):
                 shift = rnd % len(order)
                 for target in order[shift:] + order[:shift]:
@@ -278,7 +281,6 @@ class Bench:
                         self.fail(name, target, str(exc))
                         continue
                     self.record(name, target, run, rnd)
-        self.latency_deltas()
 
     def is_failed(self, name, target):
         key = "latency_p50" if name == "latency" else name
@@ -293,21 +295,11 @@ class Bench:
                             close=True)
         if name == "bulk":
             return load.wrk(self.wrk, port, services.BIG_FILE, d, 4, 2)
-        if name == "latency":
-            return load.wrk(self.wrk, port, services.SMALL_FILE, d, 1, 1)
         raise ValueError(name)
 
     def record(self, name, target, run, rnd):
         run["round"] = rnd
         secs = run["seconds"] or 1e-9
-        if name == "latency":
-            for pct in ("p50", "p99"):
-                entry = self.entry(f"latency_{pct}", target)
-                entry["runs"].append(run)
-                entry["errors"] += run["errors"]
-            say(f"{target:>8} latency   round {rnd + 1}: "
-                f"p50 {run['p50_us']} us, p99 {run['p99_us']} us")
-            return
         if name == "bulk":
             value = run["bytes"] / secs / 1e6
         else:
@@ -321,29 +313,49 @@ class Bench:
         say(f"{target:>8} {name:<9} round {rnd + 1}: "
             f"{report.fmt(value, unit)} {unit}{errs}")
 
-    def latency_deltas(self):
-        """Added latency: a balancer's best round minus direct's best round.
+    def run_latency(self, ports, procs):
+        """Added latency, measured request by request in turn.
 
-        Latency on a shared machine only ever gets worse by interference,
-        and a p99 of one round can jump by milliseconds when a neighbour
-        wakes up; so the least disturbed round of each is compared.
-        Samples keep every round's raw percentile.
+        One client takes turns over every target, one request each, so a
+        noisy neighbour lands on all of them alike (separate wrk runs gave
+        p99s that jumped by milliseconds from one second to the next).
+        Each round gives every target's p50/p99 and their excess over
+        direct in that round; the value is the median excess over rounds.
         """
-        for pct in ("p50", "p99"):
-            per = self.results.get(f"latency_{pct}")
-            if not per:
-                continue
-            for entry in per.values():
-                entry["samples"] = [r[f"{pct}_us"] for r in entry["runs"]]
-                entry["best"] = min(entry["samples"], default=None)
-            direct = per.get("direct", {}).get("best")
-            for target, entry in per.items():
-                if entry["best"] is None or direct is None:
-                    entry["value"] = None
-                elif target == "direct":
-                    entry["value"] = direct
-                else:
-                    entry["value"] = entry["best"] - direct
+        live = {t: p for t, p in ports.items()
+                if t == "direct" or procs[t].alive()}
+        for target in set(ports) - set(live):
+            self.fail("latency", target, "balancer died: "
+                      + procs[target].output_tail(3))
+        for rnd in range(self.args.rounds):
+            times = None
+            while times is None and "direct" in live and len(live) > 1:
+                try:
+                    times = load.interleaved_latency(
+                        live, services.SMALL_FILE, self.args.duration)
+                except load.LoadError as exc:    # drop the culprit, again
+                    culprit = exc.target or "direct"
+                    self.fail("latency", culprit, str(exc))
+                    live.pop(culprit, None)
+            if times is None:
+                return
+            pcts = {}
+            for target, samples in times.items():
+                samples.sort()
+                pcts[target] = {p: load.percentile(samples, int(p[1:])) / 1000
+                                for p in ("p50", "p99")}
+            for target, got in pcts.items():
+                for pct, value in got.items():
+                    entry = self.entry(f"latency_{pct}", target)
+                    base = pcts["direct"][pct]
+                    entry["runs"].append({"round": rnd, "us": value,
+                                          "direct_us": base,
+                                          "requests": len(times[target])})
+                    entry["samples"].append(
+                        value if target == "direct" else value - base)
+                say(f"{target:>8} latency   round {rnd + 1}: "
+                    f"p50 {got['p50']:.0f} us, p99 {got['p99']:.0f} us "
+                    f"({len(times[target])} requests)")
 
     # -- memory --------------------------------------------------------
 
