@@ -11,6 +11,7 @@ import socket
 import time
 
 from . import balance
+from .anchor import Anchored
 from .errors import CommandError, ConfigError, PenError
 from .http import XForwardedFor
 from .listen import bind_listener
@@ -30,17 +31,24 @@ class ConnLog:
     def __init__(self, target):
         self.target = target
         self.file = self.sock = None
+        self.anchor = None
+        if not self.is_udp(target):
+            self.anchor = Anchored(target)   # reopened after chroot too
         self.open()
+
+    @staticmethod
+    def is_udp(target):
+        return "/" not in target and ":" in target
 
     def open(self):
         from .addr import parse_hostport, resolve
-        if "/" not in self.target and ":" in self.target:
+        if self.anchor is None:
             host, port = parse_hostport(self.target, what="log address")
             family, self.addr = resolve(host, port, socket.SOCK_DGRAM)
             self.sock = socket.socket(family, socket.SOCK_DGRAM)
             self.sock.setblocking(False)
         else:
-            self.file = open(self.target, "a", buffering=1)
+            self.file = self.anchor.open("a", buffering=1)
 
     def reopen(self):
         self.close()
@@ -63,6 +71,12 @@ class ConnLog:
             self.sock.close()
             self.sock = None
 
+    def release(self):
+        """Close for good (the log target changed, or pen exits)."""
+        self.close()
+        if self.anchor is not None:
+            self.anchor.close()
+
 
 class App:
     """One balancer: state + reactor + listener(s) + connections."""
@@ -84,7 +98,7 @@ class App:
         self.free_ids = []
         self.active = 0
         self.control = None
-        self.cfg_dirfd = self.cfg_path = None
+        self.cfg_anchor = self.web_anchor = self.listen_anchor = None
         self.on_accept = self._on_accept
         # commands.py's effects (documented there) -> the method doing each
         self.effects = {"listen": self.rebind, "exit": self.stop,
@@ -102,8 +116,21 @@ class App:
             raise ConfigError("no listen address (give [host:]port on the "
                               "command line or `listen` in the config)")
         self.listener = bind_listener(st.listen, udp=st.udp, backlog=st.backlog)
-        if st.logfile and self.conn_log is None:
-            self.conn_log = ConnLog(st.logfile)
+        self.listen_anchor = self._claim(st.listen)
+        try:
+            if st.logfile and self.conn_log is None:
+                self.conn_log = ConnLog(st.logfile)
+            if st.cfgfile:
+                self.cfg_anchor = Anchored(st.cfgfile)
+            if st.webfile:
+                self.web_anchor = Anchored(st.webfile)
+        except OSError as e:
+            raise ConfigError(f"{e.filename or 'file'}: {e.strerror}") from None
+
+    @staticmethod
+    def _claim(addr):
+        """The Unix socket file we just bound, to remove on exit."""
+        return Anchored(addr.path, claim=True) if addr.kind == "unix" else None
 
     def configure(self):
         """-o/-O commands, then the -F file, before binding.  Returns the
@@ -131,15 +158,6 @@ class App:
         errors.extend(self.run_effects(effects))
         return errors
 
-    def keep_config_reachable(self):
-        """Before chroot: keep the -F file's directory open, so SIGHUP can
-        re-read the file (and its relative includes) from inside the jail."""
-        st = self.state.settings
-        if st.cfgfile and st.chroot:
-            path = os.path.abspath(st.cfgfile)
-            self.cfg_dirfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
-            self.cfg_path = os.path.basename(path)
-
     def reload_config(self):
         """SIGHUP: run the -F file again.  Bad lines are logged as
         file:line: reason and change nothing; good lines apply."""
@@ -147,13 +165,8 @@ class App:
         st = self.state.settings
         if not st.cfgfile:
             return
-        opener = None
-        path = st.cfgfile
-        if self.cfg_dirfd is not None:
-            dirfd = self.cfg_dirfd
-            path = self.cfg_path
-            opener = lambda name, flags: os.open(name, flags, dir_fd=dirfd)
-        effects, errors = load_config(path, self.state, opener=opener)
+        anchor = self.cfg_anchor
+        effects, errors = load_config(anchor.path, self.state, opener=anchor.opener)
         for error in errors:
             log.error("%s", error)
         for line in self.run_effects(effects):
@@ -167,12 +180,11 @@ class App:
         now, wall = time.monotonic(), time.time()
         for line in stats.text_stats(self.state, now, wall):
             log.warning("%s", line)
-        webfile = self.state.settings.webfile
-        if webfile:
+        if self.web_anchor is not None:
             try:
-                self.write_file(webfile, stats.status_html(self.state, now, wall))
-            except ConfigError as e:
-                log.error("%s", e)
+                self.web_anchor.replace_with(stats.status_html(self.state, now, wall))
+            except OSError as e:
+                log.error("cannot write %s: %s", self.web_anchor, e.strerror)
 
     def start(self):
         st = self.state.settings
@@ -210,9 +222,10 @@ class App:
             self.udp.close_listener()
         elif self.listener is not None:
             self.listener.close()
-        from .listen import unlink_unix
-        if st.listen != addr:
-            unlink_unix(st.listen)
+        if self.listen_anchor is not None:
+            self.listen_anchor.unlink()
+            self.listen_anchor.close()
+        self.listen_anchor = self._claim(addr)
         self.listener, st.listen = new, addr
         if st.udp:
             self.udp.set_listener(new)
@@ -221,7 +234,7 @@ class App:
 
     def set_log(self, target):
         if self.conn_log is not None:
-            self.conn_log.close()
+            self.conn_log.release()
             self.conn_log = None
         self.state.settings.logfile = target
         if target:
@@ -252,12 +265,13 @@ class App:
             log.debug("%s", line)
         return lines
 
-    def start_control(self, sock=None):
-        """The control socket (-C), opened before detaching as `sock`."""
+    def start_control(self, opened=None):
+        """The control socket (-C): `opened` is control.open_socket()'s
+        (socket, anchor), made before detaching."""
         from .control import ControlServer
         st = self.state.settings
         self.control = ControlServer(self.reactor, self.state, st.control,
-                                     self.run_effects, sock=sock)
+                                     self.run_effects, opened=opened)
 
     def write_file(self, path, text):
         try:
@@ -311,10 +325,10 @@ class App:
         if self.control is not None:
             self.control.close()
         if self.conn_log is not None:
-            self.conn_log.close()
+            self.conn_log.release()
         self.pools.close()
-        from .listen import unlink_unix
-        unlink_unix(self.state.settings.listen)
+        if self.listen_anchor is not None:
+            self.listen_anchor.unlink()
 
     # --- accept --------------------------------------------------------------------
     def _on_accept(self, mask):

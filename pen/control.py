@@ -15,8 +15,8 @@ stalls traffic:
   closes, so the reply is not lost to a connection reset;
 - control_acl is checked on accept; a refused client gets one line saying so.
 
-ControlServer(reactor, state, listen_addr, run_effects, sock=None):
-`sock` is the socket from open_socket() when the daemon opened it before
+ControlServer(reactor, state, listen_addr, run_effects, opened=None):
+`opened` is what open_socket() returned when the daemon opened it before
 detaching; run_effects(effects) is the daemon's executor; whatever lines it returns are added to the reply,
 and a PenError/OSError it raises becomes a reply line too.
 """
@@ -27,6 +27,7 @@ import os
 import socket
 
 from . import commands
+from .anchor import Anchored
 from .addr import ListenAddr, parse_listen
 from .errors import ConfigError, PenError
 from .listen import bind_listener
@@ -40,6 +41,7 @@ MAX_CLIENTS = 64
 ACCEPT_BATCH = 16
 RECV_SIZE = 4096
 BACKLOG = 50
+ACCEPT_BACKOFF = 0.1       # seconds the listener rests when out of fds
 ROOT_REFUSAL = ("Won't open control port running as root; "
                 "use -u to run as different user (-u root to insist)")
 
@@ -53,19 +55,22 @@ def root_refusal(settings):
 
 
 def open_socket(addr):
-    """A listening, non-blocking socket for ListenAddr `addr` (the same
-    rules as the client listener: a stale Unix socket is replaced, nothing
-    else is); ConfigError naming the control address and the reason."""
+    """(socket, anchor): a listening, non-blocking socket for ListenAddr
+    `addr` (the same rules as the client listener: a stale Unix socket is
+    replaced, nothing else is), and for a Unix path the Anchored file to
+    remove on exit, claimed now, before any chroot; ConfigError naming the
+    control address and the reason."""
     try:
-        return bind_listener(addr, backlog=BACKLOG)
+        sock = bind_listener(addr, backlog=BACKLOG)
     except ConfigError as e:
         raise ConfigError(f"control port {addr}: {e}") from None
+    return sock, (Anchored(addr.path, claim=True) if addr.kind == "unix" else None)
 
 
 class ControlServer:
     """The listening control socket and the conversations on it."""
 
-    def __init__(self, reactor, state, listen_addr, run_effects, sock=None):
+    def __init__(self, reactor, state, listen_addr, run_effects, opened=None):
         if not isinstance(listen_addr, ListenAddr):
             listen_addr = parse_listen(str(listen_addr))
         self.reactor = reactor
@@ -73,10 +78,7 @@ class ControlServer:
         self.addr = listen_addr
         self.run_effects = run_effects
         self.clients = set()
-        self.sock = sock if sock is not None else open_socket(listen_addr)
-        self.inode = None
-        if listen_addr.kind == "unix":
-            self.inode = os.stat(listen_addr.path).st_ino
+        self.sock, self.anchor = opened if opened is not None else open_socket(listen_addr)
         reactor.register(self.sock, EVENT_READ, self.on_readable)
 
     def on_readable(self, mask):
@@ -88,6 +90,10 @@ class ControlServer:
             except OSError as e:
                 log.debug("control: accept failed: %s", e)
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Level-triggered: returning would wake us again at
+                    # once.  Rest the control listener instead of spinning.
+                    self.reactor.unregister(self.sock)
+                    self.reactor.call_later(ACCEPT_BACKOFF, self._resume)
                     return
                 continue
             ip = peer[0] if isinstance(peer, tuple) else ""
@@ -104,6 +110,10 @@ class ControlServer:
                          ip, st.control_acl)
                 client.reply([f"control: access from {ip} denied by control_acl "
                               f"{st.control_acl}"])
+
+    def _resume(self):
+        if self.sock is not None:
+            self.reactor.register(self.sock, EVENT_READ, self.on_readable)
 
     def execute(self, line):
         """Run one command; the reply lines (effects included)."""
@@ -126,12 +136,9 @@ class ControlServer:
             self.reactor.unregister(self.sock)
             self.sock.close()
             self.sock = None
-            if self.addr.kind == "unix":
-                try:
-                    if os.stat(self.addr.path).st_ino == self.inode:
-                        os.unlink(self.addr.path)
-                except OSError:
-                    pass
+            if self.anchor is not None:
+                self.anchor.unlink()
+                self.anchor.close()
 
 
 READING, WRITING, DRAINING, CLOSED = "READING", "WRITING", "DRAINING", "CLOSED"

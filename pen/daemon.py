@@ -44,24 +44,31 @@ def check_pidfile(path):
         raise ConfigError(f"pid file {path} names process {pid}, which is running")
 
 
-def write_pidfile(path):
+def write_pidfile(anchor):
+    """Write our pid (an Anchored path: set up before detaching)."""
     try:
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, path)
+        anchor.replace_with(f"{os.getpid()}\n")
     except OSError as e:
-        raise ConfigError(f"cannot write pid file {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot write pid file {anchor}: {e.strerror}") from None
 
 
-def remove_pidfile(path):
+def remove_pidfile(anchor):
     try:
-        with open(path) as f:
+        with anchor.open() as f:
             if f.read().strip() != str(os.getpid()):
                 return  # not ours any more
-        os.unlink(path)
     except OSError:
-        pass
+        return
+    anchor.unlink()
+
+
+def anchor_or_fail(path, what):
+    """An Anchored path, or a one-line ConfigError naming what it is for."""
+    from .anchor import Anchored
+    try:
+        return Anchored(path)
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: directory not usable: {e.strerror}") from None
 
 
 def daemonize():
@@ -163,13 +170,14 @@ def run(state):
             check_chroot(st.chroot)
         if st.pidfile:
             check_pidfile(st.pidfile)
+            pid_anchor = anchor_or_fail(st.pidfile, "pid file")
         errors = app.configure()     # -o/-O, then -F: every bad line shown
         if errors:
             for error in errors:
                 print(f"pen: {error}", file=sys.stderr)
             return 1
         app.bind()
-        control_sock = open_control(st)
+        control = open_control(st)
     except ConfigError as e:
         print(f"pen: {e}", file=sys.stderr)
         return 1
@@ -178,10 +186,9 @@ def run(state):
         setup_logging(st.debug, False)
     try:
         if st.pidfile:
-            write_pidfile(st.pidfile)
+            write_pidfile(pid_anchor)
         if st.chroot:
             preload_modules()        # nothing can be imported in the jail
-            app.keep_config_reachable()
         drop_privileges(st.chroot, user)
     except ConfigError as e:
         log.error("%s", e)
@@ -199,13 +206,13 @@ def run(state):
     wire_signals(reactor, {signal.SIGTERM: handle_term, signal.SIGINT: handle_term,
                            signal.SIGHUP: handle_hup, signal.SIGUSR1: app.write_stats})
     app.start()
-    if control_sock is not None:
-        app.start_control(control_sock)
+    if control is not None:
+        app.start_control(control)
     try:
         reactor.run()
     finally:
         app.shutdown()
         reactor.close()
         if st.pidfile:
-            remove_pidfile(st.pidfile)
+            remove_pidfile(pid_anchor)
     return 0

@@ -72,12 +72,3 @@ def _socket_alive(path):
         return e.errno not in (errno.ECONNREFUSED, errno.ENOENT)
     finally:
         probe.close()
-
-
-def unlink_unix(addr):
-    """Remove a Unix socket file we created (on exit)."""
-    if addr is not None and addr.kind == "unix":
-        try:
-            os.unlink(addr.path)
-        except OSError:
-            pass

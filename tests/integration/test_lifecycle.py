@@ -183,19 +183,22 @@ def test_country_acl_with_abuse_server(pen, backends, tmp_path):
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to chroot and setuid")
-def test_chrooted_setuid_pen_serves_and_reloads(backends, tmp_path):
+def test_chrooted_setuid_pen_serves_reloads_rotates_and_cleans_up(backends, tmp_path):
     a, b = backends(2)
+    os.chmod(tmp_path, 0o755)
     jail = tmp_path / "jail"
     jail.mkdir()
-    os.chmod(tmp_path, 0o755)
-    cfg = tmp_path / "pen.cfg"          # outside the jail: reload must still work
+    run = tmp_path / "run"               # where nobody may remove its files
+    run.mkdir()
+    os.chmod(run, 0o777)
+    cfg = tmp_path / "pen.cfg"           # outside the jail: reload must still work
     cfg.write_text("roundrobin\n")
     os.chmod(cfg, 0o644)
-    pidfile = tmp_path / "pen.pid"
+    pidfile, ctl, log = run / "pen.pid", run / "pen.ctl", run / "pen.log"
     port = free_port()
     nobody = pwd.getpwnam("nobody")
     p = Pen(["-u", "nobody", "-j", str(jail), "-F", str(cfg), "-p", str(pidfile),
-             "-C", f"127.0.0.1:{free_port()}", f"127.0.0.1:{port}", a.spec], port=port)
+             "-C", str(ctl), "-l", str(log), f"127.0.0.1:{port}", a.spec], port=port)
     try:
         def ids(key):
             with open(f"/proc/{p.pid}/status") as f:
@@ -208,9 +211,44 @@ def test_chrooted_setuid_pen_serves_and_reloads(backends, tmp_path):
         assert os.readlink(f"/proc/{p.pid}/root") == str(jail)
         assert pidfile.read_text().strip() == str(p.pid)  # written before dropping
         assert banner(port) == "S0"
+        assert wait_until(lambda: log.exists() and "127.0.0.1" in log.read_text())
+        # Reload from inside the jail, and rotate the log.
         cfg.write_text(f"roundrobin\nserver 0 port {b.port}\n")
+        log.rename(run / "pen.log.1")
         p.proc.send_signal(signal.SIGHUP)
         assert wait_until(lambda: banner(port) == "S1")
+        assert wait_until(lambda: log.exists() and "127.0.0.1" in log.read_text())
+        # The Unix control socket works as nobody.
+        r = subprocess.run([sys.executable, "-m", "penctl", str(ctl), "blacklist"],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        assert r.stdout == "30\n", r.stderr
     finally:
         rc, err = p.stop()
-    assert "Traceback" not in err, err
+    assert rc == 0 and "Traceback" not in err, err
+    assert not pidfile.exists() and not ctl.exists()    # removed from the jail
+
+
+def test_relative_paths_survive_detaching(backends, tmp_path):
+    a, b = backends(2)
+    port = free_port()
+    (tmp_path / "pen.cfg").write_text("roundrobin\n")
+    r = subprocess.run([sys.executable, "-m", "pen", "-p", "pen.pid", "-F", "pen.cfg",
+                        "-l", "pen.log", f"127.0.0.1:{port}", a.spec],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT,
+                       env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert r.returncode == 0, r.stderr
+    pidfile = tmp_path / "pen.pid"
+    assert wait_until(pidfile.exists)
+    pid = int(pidfile.read_text())
+    try:
+        assert wait_until(lambda: listening(port))
+        assert banner(port) == "S0"
+        log = tmp_path / "pen.log"
+        assert wait_until(lambda: log.exists() and log.read_text().startswith("127.0.0.1 "))
+        (tmp_path / "pen.cfg").write_text(f"roundrobin\nserver 0 port {b.port}\n")
+        os.kill(pid, signal.SIGHUP)              # re-reads pen.cfg from its old cwd
+        assert wait_until(lambda: banner(port) == "S1")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{pid}"))
+    assert not pidfile.exists()
