@@ -16,12 +16,13 @@ from .errors import CommandError, ConfigError, PenError
 from .http import XForwardedFor
 from .listen import bind_listener
 from .loop import EVENT_READ
-from .relay import Conn, Pools
+from .relay import Conn, Dummy, Pools
 
 log = logging.getLogger("pen")
 
 ACCEPT_BACKOFF = 0.1     # seconds a listener rests after EMFILE/ENFILE
 WARN_EVERY = 10.0        # seconds between repeated resource warnings
+IDLE_SWEEP = 1.0         # seconds between idle_timeout checks
 EMFILE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -97,6 +98,8 @@ class App:
         self.next_id = 0
         self.free_ids = []
         self.active = 0
+        self.pending = 0            # connects in progress (pending_max)
+        self.idle_timer = None
         self.control = None
         self.cfg_anchor = self.web_anchor = self.listen_anchor = None
         self.on_accept = self._on_accept
@@ -193,6 +196,26 @@ class App:
             self.udp = UdpRelay(self, self.listener)
         else:
             self._listen()
+        self.idle_timer = self.reactor.call_later(IDLE_SWEEP, self._idle_sweep)
+
+    def _idle_sweep(self):
+        """idle_timeout: close relayed connections that moved no byte for
+        that many seconds.  Compares byte totals once a second, so nothing
+        is timestamped per event."""
+        self.idle_timer = self.reactor.call_later(IDLE_SWEEP, self._idle_sweep)
+        idle = self.state.settings.idle_timeout
+        if not idle:
+            return
+        now = time.monotonic()
+        for conn in list(self.state.conns.values()):
+            if conn.c2s is None:
+                continue
+            moved = conn.c2s.total + conn.s2c.total
+            if moved != conn.seen or not conn.idle_since:
+                conn.seen, conn.idle_since = moved, now
+            elif now - conn.idle_since >= idle:
+                log.debug("conn %d: idle for %ds, closing", conn.id, idle)
+                conn.close()
 
     def _listen(self):
         if not self.listening and self.listener is not None:
@@ -206,8 +229,12 @@ class App:
 
     def _resume(self):
         self.backoff = None
-        if self.active < self.state.settings.conn_max:
+        if not self._full():
             self._listen()
+
+    def _full(self):
+        st = self.state.settings
+        return self.active >= st.conn_max or self.pending >= st.pending_max
 
     def rebind(self, addr):
         """`listen [addr:]port`: open the new listener first; only if that
@@ -335,8 +362,8 @@ class App:
         st = self.state.settings
         accept = self.listener.accept
         for _ in range(max(1, st.multi_accept)):
-            if self.active >= st.conn_max:
-                self._pause()   # resumed by closed() below the limit
+            if self._full():
+                self._pause()   # resumed by connected()/closed()
                 return
             try:
                 sock, addr = accept()
@@ -412,6 +439,10 @@ class App:
             return
         st = state.settings
         entry = state.clients.touch(ip or "unix", now, st.tracking)
+        if st.dummy:
+            conn.entry = entry
+            Dummy(conn)
+            return
         conn.entry = entry
         permitted = self.permitted(ip)
         index = balance.choose(state, ip, conn.client_port, now, entry, permitted)
@@ -494,6 +525,8 @@ class App:
 
     def connected(self, conn):
         log.debug("conn %d: %s -> server %s", conn.id, conn.client_ip, conn.index)
+        if not self.listening and self.backoff is None:
+            self._resume()
 
     def closed(self, conn):
         state = self.state

@@ -37,6 +37,8 @@ TRANSITIONS = {HANDSHAKE: (CONNECTING, CLOSED), CONNECTING: (RELAYING, CLOSED),
                RELAYING: (CLOSED,), CLOSED: ()}
 
 SOFT_ERRORS = (BlockingIOError, InterruptedError)
+IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
+IPV6_TRANSPARENT = getattr(socket, "IPV6_TRANSPARENT", 75)
 
 
 class Pools:
@@ -249,7 +251,8 @@ class Conn:
     __slots__ = ("id", "app", "client", "server", "client_addr", "client_ip",
                  "client_port", "target", "index", "tried", "phase", "timer",
                  "c2s", "s2c", "cmask", "smask", "on_client", "on_server",
-                 "started", "entry", "first", "first_line", "http")
+                 "started", "entry", "first", "first_line", "http", "seen",
+                 "idle_since")
 
     new_pump = Pump      # TlsConn hands its pumps the TLS link instead
 
@@ -275,6 +278,8 @@ class Conn:
         self.first = None        # the initial pick, where failover wraps to
         self.first_line = None
         self.http = None
+        self.seen = 0            # bytes moved at the last idle sweep
+        self.idle_since = 0.0
 
     # --- phase bookkeeping ---------------------------------------------------------
     def _enter(self, phase):
@@ -303,7 +308,14 @@ class Conn:
         sock = socket.socket(server.family, socket.SOCK_STREAM)
         sock.setblocking(False)
         app = self.app
-        if app.source_ip is not None:
+        st = app.state.settings
+        if st.keepalive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if st.tcp_nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if st.transparent:
+            self._bind_transparent(sock, server.family)
+        elif app.source_ip is not None:
             try:
                 sock.bind((app.source_ip, 0))
             except OSError as e:
@@ -315,11 +327,27 @@ class Conn:
             return False
         self.server = sock
         server.conn += 1
+        app.pending += 1
         self.smask = EVENT_WRITE
         app.reactor.register(sock, EVENT_WRITE, self.on_server)
         self.timer = app.reactor.call_later(app.state.settings.connect_timeout,
                                             self._connect_timed_out)
         return True
+
+    def _bind_transparent(self, sock, family):
+        """`transparent`: connect from the client's own address (needs
+        CAP_NET_ADMIN and policy routing for the replies)."""
+        if family == socket.AF_INET:
+            level, opt = socket.SOL_IP, IP_TRANSPARENT
+        elif family == socket.AF_INET6:
+            level, opt = socket.SOL_IPV6, IPV6_TRANSPARENT
+        else:
+            return
+        try:
+            sock.setsockopt(level, opt, 1)
+            sock.bind((self.client_ip, 0))
+        except OSError as e:
+            log.debug("conn %d: transparent bind to %s failed: %s", self.id, self.client_ip, e)
 
     def _connect_timed_out(self):
         self.timer = None
@@ -340,6 +368,7 @@ class Conn:
             self.server.close()
             self.server = None
             self.target.conn -= 1
+            self.app.pending -= 1
         self.smask = 0
 
     def _connect_done(self):
@@ -355,6 +384,13 @@ class Conn:
             self.timer = None
         self._enter(RELAYING)
         app = self.app
+        app.pending -= 1
+        self.target.connects += 1
+        if app.state.settings.tcp_nodelay:
+            try:
+                self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # not TCP (a Unix socket client)
         pools, splice = app.pools, app.pools.splice
         self.http = app.make_http_filter(self)
         dump_c = dump_s = None
@@ -418,9 +454,10 @@ class Conn:
         """Recompute both event masks from the pumps; touch the selector only
         on change.  Close when both directions are finished."""
         c2s, s2c = self.c2s, self.s2c
-        if c2s.shut and s2c.shut:
-            self.close()
-            return
+        if c2s.eof or s2c.eof:
+            if c2s.shut and s2c.shut or self._fast_close():
+                self.close()
+                return
         cmask = (0 if (c2s.pending or c2s.eof) else EVENT_READ) | (EVENT_WRITE if s2c.pending else 0)
         smask = (0 if (s2c.pending or s2c.eof) else EVENT_READ) | (EVENT_WRITE if c2s.pending else 0)
         if cmask != self.cmask:
@@ -429,6 +466,16 @@ class Conn:
         if smask != self.smask:
             self._set_mask(self.server, self.smask, smask, self.on_server)
             self.smask = smask
+
+    def _fast_close(self):
+        """pen's tcp_fastclose: once the named side (up: the server, down:
+        the client, or both) sent EOF and nothing is left to deliver,
+        close both sides instead of waiting for the other EOF."""
+        mode = self.app.state.settings.tcp_fastclose
+        if mode == "off" or self.c2s.pending or self.s2c.pending:
+            return False
+        return ((self.s2c.eof and mode in ("up", "both"))
+                or (self.c2s.eof and mode in ("down", "both")))
 
     def _set_mask(self, sock, old, new, handler):
         reactor = self.app.reactor
@@ -459,6 +506,8 @@ class Conn:
             reactor.unregister(self.server)
             self.server.close()
             self.target.conn -= 1
+            if self.c2s is None:       # closed while still connecting
+                self.app.pending -= 1
         for pump in (self.c2s, self.s2c):
             if pump is not None:
                 pump.close()
@@ -472,6 +521,34 @@ class Conn:
         self.app.reactor.unregister(self.client)
         self.client.close()
         self.app.closed(self)
+
+
+class Dummy:
+    """pen's `dummy` mode: answer every client ourselves after its first
+    data, with no backend at all, then close."""
+
+    __slots__ = ("conn", "on_event")
+
+    REPLY = (b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n"
+             b"Content-Type: text/html\r\n\r\nUlric was here.")
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.on_event = self._on_event
+        conn.app.reactor.register(conn.client, EVENT_READ, self.on_event)
+
+    def _on_event(self, mask):
+        conn = self.conn
+        if conn.phase is CLOSED:
+            return
+        try:
+            if conn.client.recv(65536):
+                conn.client.send(self.REPLY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        conn.close_client_only()
 
 
 class FirstLine:
