@@ -308,7 +308,7 @@ class App:
             raise ConfigError(f"cannot write {path}: {e.strerror}") from None
 
     def include(self, path):
-        from .commands import load_config
+        from .config import load_config
         effects, errors = load_config(path, self.state)
         for error in errors:
             log.warning("%s", error)

@@ -3,9 +3,9 @@
     parse(line, state) -> Command or None    PURE: every check happens here
     apply(state, cmd) -> (reply_lines, effects)   edits State; cannot fail
     execute(state, line) -> (reply_lines, effects)   both; errors become replies
-    dump(state, path) -> lines                what `write` puts in the file
-    load_config(path, state) -> (effects, errors)    -F, SIGHUP and include
-                                 (both in pen/config.py, importable from here)
+    config.dump(state, path) -> lines        what `write` puts in the file
+    config.load_config(path, state) -> (effects, errors)   -F, SIGHUP, include
+                                 (pen/config.py, which builds on this module)
 
 A line is split on whitespace; a word starting with `#` starts a comment.
 Words and replies are pen 0.34.1's.  Where pen silently accepts garbage
@@ -603,6 +603,7 @@ def cmd_write(word, args, state):
                            "(usage: write FILE)")
 
     def run(state, now, wall):
+        from .config import dump   # config imports this module: import late
         text = "\n".join(dump(state, path, wall)) + "\n"
         return [], [("write", path, text)]
     return Command(word, run)
@@ -757,6 +758,3 @@ def execute(state, line, now=None, wall=None):
         return [str(e)], []
     return apply(state, cmd, now, wall)
 
-
-# dump (write) and load_config (-F, include) live in pen/config.py.
-from .config import dump, load_config  # noqa: E402  (config uses parse/apply)

@@ -12,7 +12,8 @@ import pytest
 
 from pen import commands
 from pen.addr import parse_listen
-from pen.commands import apply, dump, execute, load_config, parse
+from pen.commands import apply, execute, parse
+from pen.config import dump, load_config
 from pen.errors import CommandError
 from pen.servers import parse_backend
 from pen.state import Settings, State
