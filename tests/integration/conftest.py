@@ -250,6 +250,18 @@ def raw_listener(backlog=1):
     return srv, f"127.0.0.1:{srv.getsockname()[1]}"
 
 
+@pytest.fixture
+def single(pen, backends):
+    """single(*options) -> the port of a pen (with those options) in front
+    of one echo backend named S0."""
+    def start(*options):
+        (a,) = backends(1)
+        port = free_port()
+        pen(*options, f"127.0.0.1:{port}", a.spec, port=port)
+        return port
+    return start
+
+
 def connect(port, host="127.0.0.1", source=None, timeout=TIMEOUT):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)

@@ -173,10 +173,8 @@ def test_maxc_pushes_a_second_concurrent_client_elsewhere(pen, backends):
     two.close()
 
 
-def test_conn_max_is_enforced(pen, backends):
-    (a,) = backends(1)
-    port = free_port()
-    pen("-x", "2", f"127.0.0.1:{port}", a.spec, port=port)
+def test_conn_max_is_enforced(single):
+    port = single("-x", "2")
     held = [connect(port) for _ in range(2)]
     assert [read_line(s) for s in held] == ["S0", "S0"]
     third = connect(port, timeout=0.5)    # sits in the kernel backlog
@@ -208,27 +206,21 @@ def _transfer(port, size):
 
 
 @pytest.mark.parametrize("options", [[], ["-H"]], ids=["splice", "buffered"])
-def test_50mb_byte_exact_both_ways_with_half_close(pen, backends, options):
-    (a,) = backends(1)
-    port = free_port()
-    pen(*options, f"127.0.0.1:{port}", a.spec, port=port)
+def test_50mb_byte_exact_both_ways_with_half_close(single, options):
+    port = single(*options)
     _transfer(port, 50 * 1024 * 1024)
 
 
-def test_half_closed_client_still_gets_the_whole_reply(pen, backends):
-    (a,) = backends(1)
-    port = free_port()
-    pen(f"127.0.0.1:{port}", a.spec, port=port)
+def test_half_closed_client_still_gets_the_whole_reply(single):
+    port = single()
     with connect(port) as s:
         s.sendall(b"question")
         s.shutdown(socket.SHUT_WR)
         assert recv_all(s) == b"S0\nquestion"
 
 
-def test_backend_that_speaks_first(pen, backends):
-    (a,) = backends(1)
-    port = free_port()
-    pen(f"127.0.0.1:{port}", a.spec, port=port)
+def test_backend_that_speaks_first(single):
+    port = single()
     with connect(port) as s:
         assert read_line(s) == "S0"   # before the client sent anything
 
@@ -297,10 +289,8 @@ def test_x_forwarded_for_on_each_request(pen):
         b.close()
 
 
-def test_non_http_passes_untouched_with_H(pen, backends):
-    (a,) = backends(1)
-    port = free_port()
-    pen("-H", f"127.0.0.1:{port}", a.spec, port=port)
+def test_non_http_passes_untouched_with_H(single):
+    port = single("-H")
     with connect(port) as s:
         s.sendall(b"\x00\x01binary\r\n\r\nGET / HTTP/1.1\r\n\r\n")
         s.shutdown(socket.SHUT_WR)
