@@ -156,6 +156,7 @@ def open_control(st):
 
 def run(state):
     """Start checks (printed, exit 1), detach, then serve until a signal."""
+    from . import tlsrelay
     from .app import App
     from .loop import Reactor, fd_limit
 
@@ -176,6 +177,7 @@ def run(state):
             for error in errors:
                 print(f"pen: {error}", file=sys.stderr)
             return 1
+        tlsrelay.setup(app)          # -E: certificates checked before detaching
         app.bind()
         control = open_control(st)
     except ConfigError as e:
@@ -202,6 +204,7 @@ def run(state):
     def handle_hup():
         app.reopen_log()
         app.reload_config()
+        tlsrelay.reload(app)         # renewed certificates; a broken one is logged
 
     wire_signals(reactor, {signal.SIGTERM: handle_term, signal.SIGINT: handle_term,
                            signal.SIGHUP: handle_hup, signal.SIGUSR1: app.write_stats})

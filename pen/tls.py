@@ -4,42 +4,22 @@ Certificates and keys are checked with `cryptography` before the daemon
 detaches (`check_certificates`), so a bad file is one clear line on the
 terminal; the context itself is the stdlib `ssl` module's.
 
-How the relay drives a TLS client socket (all non-blocking, one reactor):
+The relay (pen/tlsrelay.py) does not use an SSLSocket: it drives an
+SSLObject over two MemoryBIOs (`ctx.wrap_bio`), for one reason: a
+half-close.  Sending close_notify is SSL_shutdown(), and CPython's unwrap()
+always calls it a second time, which reads from the socket; if the client's
+next data record is already there, OpenSSL fails with
+APPLICATION_DATA_AFTER_CLOSE_NOTIFY and the rest of the upload is lost
+(reproduced on OpenSSL 3.0 with both TLS 1.2 and 1.3).  With memory BIOs
+the relay takes the unread ciphertext out of the incoming BIO around the
+call, so the second SSL_shutdown() finds nothing and the upload goes on.
+See pen/tlsrelay.py for the handshake, backpressure and resume rules.
 
-1. Accept the TCP socket, set it non-blocking, then
-   `sslsock = wrap_server_side(ctx, sock)`.  `wrap_socket` DETACHES the fd
-   from `sock`: from here on register, read, write and close `sslsock` only
-   (if `sock` was registered, unregister it first).
-2. Handshake: call `want = handshake_step(sslsock)`; None means done, else
-   register/modify for `want` (EVENT_READ or EVENT_WRITE) and call it again
-   when ready.  OSError (ssl.SSLError is a subclass) means the handshake
-   failed: close.  Keep the connect/idle timer running meanwhile, so a client
-   that never finishes costs one fd until the timeout and nothing else.
-   Connecting to the backend after the handshake spares backends from
-   clients that never finish; either order works.
-3. Reading: `n = sslsock.recv_into(view)`; 0 is EOF (close_notify, or a
-   TCP FIN without it: OP_IGNORE_UNEXPECTED_EOF is set, so no SSLEOFError).
-   ssl.SSLWantReadError -> wait for EVENT_READ; ssl.SSLWantWriteError ->
-   wait for EVENT_WRITE and retry the READ then (rare: TLS 1.3 key update).
-   Data can sit decrypted inside the SSL object while the kernel socket is
-   empty, and epoll will not report it: after a read, and before you (re)arm
-   EVENT_READ (e.g. when backpressure ends), check `sslsock.pending()`; if it
-   is > 0, read again now instead of waiting for the selector.
-4. Writing: `n = sslsock.send(view)`.  ssl.SSLWantWriteError (or, rarely,
-   SSLWantReadError) means "retry later with THE SAME bytes": OpenSSL has
-   already consumed part of them and the retry must pass a buffer that
-   starts with the same data and is at least as long (moving the buffer is
-   allowed).  So do not compact or shorten the outbound buffer while a
-   send is pending.  On success `n` is normally the whole length.
-5. Half-close towards the client (backend sent EOF): call
-   `want = close_notify_step(sslsock)` until it returns None (EVENT_WRITE:
-   call again when writable); it sends close_notify and then a TCP FIN.
-   Reading from the client still works afterwards.  Never call
-   `sslsock.shutdown()` or `sslsock.unwrap()` yourself: SSLSocket.shutdown
-   drops the TLS layer, and later reads would return raw TLS records.
-6. Close: unregister, then `sslsock.close()` (no close_notify on errors).
-7. -H / X-Forwarded-For works on the decrypted bytes, as for plain TCP;
-   X-Forwarded-Proto is https.  os.splice cannot be used on TLS sockets.
+The SSLSocket helpers below (wrap_server_side, handshake_step,
+close_notify_step) remain for small tools and tests; close_notify_step is
+only safe when the peer is not sending at that moment.
+-H / X-Forwarded-For works on the decrypted bytes, as for plain TCP;
+X-Forwarded-Proto is https.  os.splice cannot be used on TLS sockets.
 
 Reload (SIGHUP): `new = reload(settings, old)`; on ConfigError keep `old`
 and log the message.  Connections already accepted keep their context.
@@ -714,6 +694,9 @@ def close_notify_step(sslsock):
 
     None when done (reads keep working), EVENT_WRITE to be called again when
     writable.  Raises OSError/ssl.SSLError if the peer is gone (close then).
+    Not safe while the peer is still sending: if a data record is already in
+    the socket, OpenSSL fails (APPLICATION_DATA_AFTER_CLOSE_NOTIFY) and that
+    data is lost; the relay uses TlsLink.close_notify (pen/tlsrelay.py).
     """
     try:
         sslsock.unwrap()

@@ -1,0 +1,416 @@
+"""TLS termination on the data path: a TLS client connection relayed to a
+plain backend, on the same Reactor as everything else.
+
+The plain-TCP path does not change: App makes a TlsConn instead of a Conn
+when a TLS context is in use (`enable`), and a TlsConn hands its Pumps the
+client's TlsLink instead of the socket (Conn.new_pump).
+
+Why memory BIOs rather than an SSLSocket: to half-close towards the client
+(the backend sent EOF while the client is still sending) pen must send
+close_notify and keep reading.  Sending it is SSL_shutdown(), and CPython's
+unwrap() always calls SSL_shutdown() twice; the second call reads from the
+socket, and if the client's next data record is already there OpenSSL fails
+with APPLICATION_DATA_AFTER_CLOSE_NOTIFY and the upload is lost.  With an
+SSLObject on two MemoryBIOs the bytes OpenSSL can see are exactly the ones
+pen fed it: TlsLink.close_notify() takes the unread ciphertext out of the
+incoming BIO, lets SSL_shutdown() find it empty, and puts it back.  It
+also saves system calls: one recv per TLS record (an SSLSocket makes two,
+header then body) and one send for a whole buffer of records.
+
+Phases of a TlsConn: HANDSHAKE -> CONNECTING -> RELAYING -> CLOSED.  The
+handshake runs before the backend is chosen (a client that never finishes
+it costs one fd and one timer, and no backend connection); the connect
+timeout (-t) bounds it.  Backpressure as for plain TCP: while a pump holds
+data it does not read its source; at most one buffer of plaintext and one
+of ciphertext per direction.  Data already inside the BIO or the SSL object
+is invisible to epoll, so when reading resumes after the buffer was filled
+to the brim, the conn reads again on the next loop turn (`_kick`).
+"""
+
+import logging
+import socket
+import ssl
+
+from .errors import ConfigError
+from .loop import EVENT_READ, EVENT_WRITE
+from .relay import (CONNECTING, HANDSHAKE, RELAYING, SOFT_ERRORS, Conn, FirstLine,
+                    Pump)
+
+log = logging.getLogger("pen")
+
+# Sizes that bound what OpenSSL's memory BIOs keep per connection (a BIO
+# never gives memory back): one TLS record's worth in and out.
+# (64 KiB each cost ~150 KiB per connection that ever moved bulk data,
+# against ~64 KiB, for no throughput difference measurable here.)
+RECV_SIZE = 17 * 1024          # a whole record (16 KiB + header) per recv
+WRITE_SLICE = 16 * 1024        # one record per SSL write
+
+SSLWantReadError = ssl.SSLWantReadError
+SSL_EOF_ERRORS = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
+
+
+class TlsLink:
+    """One TLS session over a non-blocking client socket, through memory BIOs.
+
+    `tx` holds ciphertext the socket did not take yet (None when all sent);
+    `more` says the last read stopped because the buffer was full, so
+    plaintext may be waiting inside without any socket event to announce it.
+    """
+
+    __slots__ = ("sock", "obj", "inc", "out", "pools", "tx", "more", "raw_eof",
+                 "eof_seen", "notified")
+
+    def __init__(self, ctx, sock, pools):
+        self.sock = sock
+        self.inc = ssl.MemoryBIO()
+        self.out = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=True)
+        self.pools = pools
+        self.tx = None
+        self.more = False
+        self.raw_eof = False       # the client's TCP FIN was fed to the BIO
+        self.eof_seen = False      # the TLS stream ended (close_notify or FIN)
+        self.notified = False      # close_notify generated
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def _recv(self):
+        """Feed what the socket has to the incoming BIO.  False if nothing."""
+        if self.raw_eof:
+            return False
+        scratch = self.pools.get_buffer()
+        try:
+            n = self.sock.recv_into(scratch, RECV_SIZE)
+            if n:
+                self.inc.write(scratch[:n])
+            else:
+                self.inc.write_eof()
+                self.raw_eof = True
+        except SOFT_ERRORS:
+            return False
+        finally:
+            self.pools.put_buffer(scratch)
+        return True
+
+    def flush(self):
+        """Send pending ciphertext.  True when everything is on the wire;
+        raises OSError if the client is gone."""
+        tx = self.tx
+        out = self.out
+        send = self.sock.send
+        while True:
+            if tx is None:
+                if not out.pending:
+                    self.tx = None
+                    return True
+                tx = memoryview(out.read())
+            try:
+                n = send(tx)
+            except SOFT_ERRORS:
+                self.tx = tx
+                return False
+            tx = tx[n:] if n < len(tx) else None
+
+    def handshake(self, readable):
+        """One handshake step: None when done, else the events to wait for.
+        Raises OSError (ssl.SSLError included) when it fails."""
+        if readable and self._recv() and self.raw_eof:
+            raise ConnectionAbortedError("client closed the connection during the handshake")
+        try:
+            self.obj.do_handshake()
+            done = True
+        except SSLWantReadError:
+            done = False
+        self.flush()
+        if done:
+            self.more = True      # the client may have sent data right after Finished
+            return None
+        return EVENT_READ | (EVENT_WRITE if self.tx is not None else 0)
+
+    def recv_into(self, buf):
+        """Socket-like, for Pump.pull: decrypt into `buf`; 0 at EOF
+        (close_notify or a bare FIN); BlockingIOError when nothing is there
+        yet.  Reads the socket only when the SSL object needs more, so the
+        incoming BIO stays small."""
+        if self.eof_seen:
+            return 0
+        obj = self.obj
+        size = len(buf)
+        end = 0
+        eof = False
+        while end < size:
+            try:
+                n = obj.read(size - end, buf[end:])
+            except SSLWantReadError:
+                if not self._recv():
+                    break
+                continue
+            except SSL_EOF_ERRORS:
+                eof = True
+                break
+            if not n:
+                eof = True
+                break
+            end += n
+        self.more = end == size
+        if self.out.pending:          # alerts, key-update answers
+            self.flush()
+        if eof:
+            self.eof_seen = True
+            self.more = True          # report the EOF next time: no event may say so
+        elif not end:
+            raise BlockingIOError
+        return end
+
+    def encrypt(self, data):
+        """All of `data` -> ciphertext in `tx` (call with `tx` empty, then
+        flush).  One record at a time, so the outgoing BIO stays small, and
+        one send for them all.  OpenSSL never needs to read for a write here
+        (renegotiation is refused); if it did, the SSLWantReadError, an
+        OSError, closes the connection."""
+        obj, out = self.obj, self.out
+        size = len(data)
+        done = 0
+        chunks = []
+        while done < size:
+            done += obj.write(data[done:done + WRITE_SLICE])
+            chunks.append(out.read())
+        self.tx = memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    def close_notify(self):
+        """Queue close_notify (send it with flush()).  False while part of a
+        record is still unread: OpenSSL's shutdown would see it and fail, so
+        the caller retries after the next read."""
+        if self.notified:
+            return True
+        inc = self.inc
+        if self.obj.pending() or (self.raw_eof and inc.pending):
+            return False
+        saved = inc.read() if inc.pending else None
+        try:
+            self.obj.unwrap()
+        except SSLWantReadError:
+            pass                  # sent; the client's own close_notify is not awaited
+        except ssl.SSLError as e:
+            log.debug("close_notify: %s", e)
+        finally:
+            if saved:
+                inc.write(saved)
+        self.notified = True
+        return True
+
+    def fin(self):
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass                  # already gone: the next read or write says so
+
+    def close(self):
+        self.sock.close()
+
+
+class TlsReadPump(Pump):
+    """Client (TLS) -> server (plain): Pump.pull reading the TlsLink, which
+    behaves like a socket.  Never splices (FirstLine may try to switch it
+    on; TlsConn installs that filter itself)."""
+
+    __slots__ = ()
+
+    splice = property(lambda self: False, lambda self, value: None)
+
+
+class TlsWritePump(Pump):
+    """Server (plain) -> client (TLS): Pump.pull reading the server, this
+    push encrypting into the TlsLink.  `pending` counts what is not on the
+    wire yet: plaintext, encrypted or not, and 1 for a queued close_notify;
+    so Conn's masks, backpressure and tcp_fastclose hold as for plain TCP."""
+
+    __slots__ = ("inflight",)
+
+    def __init__(self, src, dst, pools, splice, filter=None, dump=None):
+        super().__init__(src, dst, pools, False, filter, dump)
+        self.inflight = 0      # plaintext bytes whose ciphertext is in link.tx
+
+    def push(self):
+        link = self.dst
+        sent = 0
+        while self.pending:
+            if link.tx is not None and not link.flush():
+                break                          # the client is slow: EVENT_WRITE
+            if self.inflight:
+                sent += self.inflight
+                self.pending -= self.inflight
+                self.inflight = 0
+            elif self.out is not None:
+                link.encrypt(self.out)
+                self.inflight = len(self.out)
+                self.out = None
+                self._release_buffer()
+            else:                              # the close_notify went out
+                self.pending = 0
+                self._fin()
+        self.total += sent
+        if self.eof and not self.pending and not self.shut:
+            self._shutdown_dst()
+        return sent
+
+    def _shutdown_dst(self):
+        # close_notify after everything before it, then the TCP FIN.  When a
+        # record is half read, TlsConn._update tries again after the read.
+        link = self.dst
+        if link.close_notify():
+            if link.flush():
+                self._fin()
+            else:
+                self.pending = 1
+
+    def _fin(self):
+        self.dst.fin()
+        self.shut = True
+
+
+class TlsConn(Conn):
+    """A Conn whose client speaks TLS."""
+
+    __slots__ = ("tls", "kicking")
+
+    def __init__(self, conn_id, app, client, client_addr, client_ip, client_port):
+        super().__init__(conn_id, app, client, client_addr, client_ip, client_port)
+        self.phase = HANDSHAKE
+        self.tls = TlsLink(app.tls_context, client, app.pools)
+        self.kicking = False
+
+    def new_pump(self, src, dst, pools, splice, filter=None, dump=None):
+        if src is self.client:
+            return TlsReadPump(self.tls, dst, pools, splice, filter, dump)
+        return TlsWritePump(src, self.tls, pools, splice, filter, dump)
+
+    # --- handshake ------------------------------------------------------------------
+    def start(self):
+        app = self.app
+        if app.state.abuse is None and not app.client_allowed(self.client_ip):
+            app.dispatch(self)       # refused: closed without a handshake
+            return
+        self.timer = app.reactor.call_later(app.state.settings.connect_timeout,
+                                            self._handshake_timed_out)
+        self.cmask = EVENT_READ
+        app.reactor.register(self.client, EVENT_READ, self.on_client)
+
+    def _handshake_timed_out(self):
+        self.timer = None
+        if self.phase is HANDSHAKE:
+            log.debug("conn %d: TLS handshake with %s timed out", self.id, self.client_ip)
+            self.close_client_only()
+
+    def _handshake(self, mask):
+        link = self.tls
+        try:
+            if mask & EVENT_WRITE:
+                link.flush()
+            want = link.handshake(mask & EVENT_READ)
+        except OSError as e:
+            log.debug("conn %d: TLS handshake with %s failed: %s", self.id, self.client_ip, e)
+            try:
+                link.flush()          # the alert, if any, so the client knows why
+            except OSError:
+                pass
+            self.close_client_only()
+            return
+        reactor = self.app.reactor
+        if want is not None:
+            if want != self.cmask:
+                reactor.modify(self.client, want, self.on_client)
+                self.cmask = want
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        reactor.unregister(self.client)
+        self.cmask = 0
+        self._enter(CONNECTING)
+        log.debug("conn %d: TLS %s with %s", self.id, link.obj.version(), self.client_ip)
+        self.app.dispatch(self)
+
+    def _connected(self):
+        super()._connected()
+        c2s = self.c2s
+        if self.app.conn_log is not None and c2s.filter is None:
+            c2s.filter = FirstLine(self)      # the request line for -l
+        self._update()               # handshake leftovers: ciphertext, early data
+
+    # --- relaying -------------------------------------------------------------------
+    def _on_client_event(self, mask):
+        if self.phase is HANDSHAKE:
+            self._handshake(mask)
+        else:
+            Conn._on_client_event(self, mask)
+
+    def _update(self):
+        c2s, s2c = self.c2s, self.s2c
+        if s2c.eof and not s2c.shut and not s2c.pending:
+            try:
+                s2c._shutdown_dst()      # close_notify waited for a record to be read
+            except OSError as e:
+                self._error("client", e)
+                return
+        Conn._update(self)
+        if self.tls.more and self.phase is RELAYING and not (c2s.pending or c2s.eof):
+            self._kick()
+
+    def _kick(self):
+        """Read again on the next loop turn: epoll cannot see the plaintext
+        that is already inside the BIO or the SSL object."""
+        if not self.kicking:
+            self.kicking = True
+            self.app.reactor.call_later(0, self._kicked)
+
+    def _kicked(self):
+        self.kicking = False
+        # The pump may have read (and now hold) in between: never read then.
+        c2s = self.c2s
+        if self.phase is RELAYING and not (c2s.pending or c2s.eof):
+            Conn._on_client_event(self, EVENT_READ)
+
+    def close_client_only(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        super().close_client_only()
+
+
+# --- wiring into the daemon ------------------------------------------------------------
+
+def enable(app, ctx):
+    """Terminate TLS on `app`'s listener with `ctx` (None: plain TCP)."""
+    app.tls_context = ctx
+    app.conn_class = TlsConn if ctx is not None else Conn
+
+
+def setup(app):
+    """Startup, before detaching: check the certificates (ConfigError, one
+    line: the caller prints it and exits 1) and switch to TLS if -E given.
+    Without any TLS option, `cryptography` is not even imported."""
+    st = app.state.settings
+    if not (st.ssl_cert or st.ssl_key or st.ssl_cafile or st.ssl_cadir
+            or st.ssl_require_cert or st.ssl_sni_path):
+        return
+    from . import tls
+    enable(app, tls.check_certificates(st))
+
+
+def reload(app):
+    """SIGHUP: load the certificates again (renewed files take effect for new
+    connections; open ones keep theirs).  A broken new certificate keeps the
+    one in use and logs why.  Returns True if a new context is in use."""
+    if app.tls_context is None:
+        return False
+    from . import tls
+    try:
+        ctx = tls.reload(app.state.settings, app.tls_context)
+    except ConfigError as e:
+        log.error("%s", e)
+        return False
+    enable(app, ctx)
+    log.debug("TLS certificates reloaded")
+    return True
