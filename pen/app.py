@@ -170,6 +170,9 @@ class App:
             return
         anchor = self.cfg_anchor
         effects, errors = load_config(anchor.path, self.state, opener=anchor.opener)
+        # SIGHUP reloads the TLS context once after this (daemon.handle_hup);
+        # one rebuild per ssl_* line would only repeat it, and its errors.
+        effects = [e for e in effects if e[0] != "tls"]
         for error in errors:
             log.error("%s", error)
         for line in self.run_effects(effects):

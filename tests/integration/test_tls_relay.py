@@ -625,3 +625,21 @@ def test_sighup_picks_up_a_renewed_certificate(c, tmp_path, http_backend, pen):
     response, _, cert = https_get(port, client_ctx(c))
     assert body_of(response) == BODY and cert == der(c.renewed_obj)
     assert p.proc.poll() is None
+
+
+def test_sighup_with_ssl_lines_in_the_config_reloads_tls_once(c, tmp_path, http_backend, pen):
+    b = http_backend()
+    live = certgen.copy(c.server_combined, tmp_path / "live.pem")
+    cfg = tmp_path / "pen.cfg"
+    cfg.write_text("ssl_ciphers HIGH\nssl_option cipher_server_preference\nssl_ciphers HIGH\n")
+    port = free_port()
+    p = pen("-F", cfg, "-E", live, "-G", c.ca_cert, f"127.0.0.1:{port}", b.spec, port=port)
+    err = StderrReader(p.proc)
+    with open(live, "wb") as f:
+        f.write(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    os.kill(p.pid, signal.SIGHUP)
+    assert err.wait_for("TLS reload failed, keeping the certificates in use")
+    # Everything the reload had to say has been said once the pen answers.
+    response, _, _ = https_get(port, client_ctx(c))
+    assert body_of(response) == BODY
+    assert err.text.count("TLS reload failed") == 1, err.text
