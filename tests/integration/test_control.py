@@ -287,7 +287,13 @@ SAME = ["blacklist", "blacklist 10", "mode", "hash", "roundrobin", "stubborn", "
         "connection -1", "close 1600", "socket 3", "foo bar", "MODE", "tcp_fastclose",
         "tcp_fastclose both", "listen", "log", "web_stats", "recent", "pending_max 5",
         "keepalive", "no keepalive", "acl 1 permit 127.0.0.1", "no acl 1",
-        "server 1 blacklist 60", "server 1 blacklist 0", "servers", "exit"]
+        "server 1 blacklist 60", "server 1 blacklist 0", "servers",
+        "ascii", "no ascii", "dummy", "no dummy", "http", "no http", "tcp_nodelay",
+        "no tcp_nodelay", "transparent", "no transparent", "abort_on_error", "epoll",
+        "poll", "select", "kqueue", "no block", "control", "recent 10", "debug 2",
+        "debug", "debug 0", "log", "no log", "web_stats", "no web_stats", "idlers 0",
+        "idlers", "acl 3 deny ::1", "source", "ssl_ciphers", "tracking 0", "timeout 3",
+        "listen", "recent", "socket 0", "exit"]
 # Where we deliberately differ (see penctl(1)): error replies for garbage,
 # a newline after tarpit_acl's reply, `status` without -w.
 DIFFERENT = {"blacklist abc": "0\n", "tarpit_acl": "tarpit_acl = -1"}
