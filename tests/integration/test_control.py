@@ -292,7 +292,7 @@ SAME = ["blacklist", "blacklist 10", "mode", "hash", "roundrobin", "stubborn", "
         "no tcp_nodelay", "transparent", "no transparent", "abort_on_error", "epoll",
         "poll", "select", "kqueue", "no block", "control", "recent 10", "debug 2",
         "debug", "debug 0", "log", "no log", "web_stats", "no web_stats", "idlers 0",
-        "idlers", "acl 3 deny ::1", "source", "ssl_ciphers", "tracking 0", "timeout 3",
+        "idlers", "acl 3 deny ::1", "ssl_ciphers", "tracking 0", "timeout 3",
         "listen", "recent", "socket 0", "exit"]
 # Where we deliberately differ (see penctl(1)): error replies for garbage,
 # a newline after tarpit_acl's reply, `status` without -w.
