@@ -364,7 +364,8 @@ class Conn:
             self.timer.cancel()
             self.timer = None
         if self.server is not None:
-            self.app.reactor.unregister(self.server)
+            if self.smask:
+                self.app.reactor.unregister(self.server)
             self.server.close()
             self.server = None
             self.target.conn -= 1
@@ -500,10 +501,15 @@ class Conn:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        reactor.unregister(self.client)
+        # Only sockets in the selector are unregistered (mask 0 = not in it):
+        # unregistering one that is not costs an exception whose message
+        # formats the socket (two system calls).
+        if self.cmask:
+            reactor.unregister(self.client)
         self.client.close()
         if self.server is not None:
-            reactor.unregister(self.server)
+            if self.smask:
+                reactor.unregister(self.server)
             self.server.close()
             self.target.conn -= 1
             if self.c2s is None:       # closed while still connecting
@@ -518,7 +524,9 @@ class Conn:
         if self.phase == CLOSED:
             return
         self._enter(CLOSED)
-        self.app.reactor.unregister(self.client)
+        if self.cmask:
+            self.app.reactor.unregister(self.client)
+            self.cmask = 0
         self.client.close()
         self.app.closed(self)
 
@@ -535,6 +543,7 @@ class Dummy:
     def __init__(self, conn):
         self.conn = conn
         self.on_event = self._on_event
+        conn.cmask = EVENT_READ
         conn.app.reactor.register(conn.client, EVENT_READ, self.on_event)
 
     def _on_event(self, mask):
