@@ -1,9 +1,11 @@
 """Reactor: a selector, a timer heap and signal wake-up.  No pen logic here.
 
 Handlers are registered once per socket as the selector key's `data`: a
-callable taking the ready event mask.  Timers are (when, seq, callback, args)
-entries on a heap; a cancelled timer stays on the heap with its callback
-cleared, and is skipped when it comes due.
+callable taking the ready event mask.  Timers sit on a heap as
+(when, seq, Timer) tuples, so the heap compares floats and ints in C rather
+than calling a Python __lt__ (a connect timeout per new connection makes
+that heap tens of thousands deep); a cancelled timer stays on the heap with
+its callback cleared, and is skipped when it comes due.
 """
 
 import heapq
@@ -23,13 +25,10 @@ MAX_WAIT = 1.0   # wake at least this often, so a missed wake-up costs little
 class Timer:
     """A pending call; `cancel()` makes it a no-op."""
 
-    __slots__ = ("when", "seq", "callback", "args")
+    __slots__ = ("when", "callback", "args")
 
-    def __init__(self, when, seq, callback, args):
-        self.when, self.seq, self.callback, self.args = when, seq, callback, args
-
-    def __lt__(self, other):
-        return (self.when, self.seq) < (other.when, other.seq)
+    def __init__(self, when, callback, args):
+        self.when, self.callback, self.args = when, callback, args
 
     def cancel(self):
         self.callback = None
@@ -69,14 +68,15 @@ class Reactor:
     # --- timers -------------------------------------------------------------
     def call_later(self, delay, callback, *args):
         self.seq += 1
-        timer = Timer(time.monotonic() + delay, self.seq, callback, args)
-        heapq.heappush(self.timers, timer)
+        when = time.monotonic() + delay
+        timer = Timer(when, callback, args)
+        heapq.heappush(self.timers, (when, self.seq, timer))
         return timer
 
     def _run_timers(self, now):
         timers = self.timers
-        while timers and timers[0].when <= now:
-            timer = heapq.heappop(timers)
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
             callback = timer.callback
             if callback is not None:
                 timer.callback = None
@@ -87,11 +87,11 @@ class Reactor:
 
     def _timeout(self):
         timers = self.timers
-        while timers and timers[0].callback is None:
+        while timers and timers[0][2].callback is None:
             heapq.heappop(timers)
         if not timers:
             return MAX_WAIT
-        return min(MAX_WAIT, max(0.0, timers[0].when - time.monotonic()))
+        return min(MAX_WAIT, max(0.0, timers[0][0] - time.monotonic()))
 
     # --- signals -------------------------------------------------------------
     def add_signal_handler(self, signum, callback):
