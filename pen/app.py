@@ -11,6 +11,7 @@ import socket
 import time
 
 from . import balance
+from .acl import ACLS_MAX
 from .anchor import Anchored
 from .errors import CommandError, ConfigError, PenError
 from .http import XForwardedFor
@@ -427,6 +428,9 @@ class App:
         n = getattr(self.state.settings, "client_acl", -1)
         if acls is None or n is None or n < 0 or not ip:
             return True
+        if n < ACLS_MAX and not acls[n]:
+            return True     # an empty ACL lets everyone in: match()'s answer,
+                            # without parsing the address (once per connection)
         return acls.match(n, ip)
 
     def dispatch(self, conn):
