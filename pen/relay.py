@@ -30,6 +30,7 @@ PIPE_SIZE = 64 * 1024
 POOL_MAX = 64
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 HAVE_SPLICE = hasattr(os, "splice")
+splice = getattr(os, "splice", None)
 
 CONNECTING, RELAYING, CLOSED = "CONNECTING", "RELAYING", "CLOSED"
 HANDSHAKE = "HANDSHAKE"   # TLS clients only (pen/tlsrelay.py), before CONNECTING
@@ -107,27 +108,52 @@ class Pump:
 
     def pull(self):
         """Read what the source has and try to deliver it.  Returns bytes
-        delivered; raises OSError on a socket error."""
-        if self.splice:
-            pipe = self.pipe
-            if pipe is None:
-                pipe = self.pipe = self.pools.get_pipe()
-            try:
-                n = os.splice(self.srcfd, pipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
-            except SOFT_ERRORS:
-                self._release_pipe()
-                return 0
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                self._release_pipe()
-                self.splice = False   # not spliceable here: use buffers
-                return self.pull()
-            if not n:
-                self._release_pipe()
-                return self._on_eof()
-            self.pending = n
+        delivered; raises OSError on a socket error.  Only called while
+        nothing is held (pending == 0): the Conn stops reading otherwise."""
+        if not self.splice:
+            return self._pull_buffer()
+        # The hot path of plain TCP, written out: a pooled pipe, one splice
+        # in, one splice out, and the pipe goes straight back to the pool
+        # when everything went through (the usual case).
+        pipes = self.pools.pipes
+        pipe = pipes.pop() if pipes else self.pools.get_pipe()
+        try:
+            n = splice(self.srcfd, pipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
+        except SOFT_ERRORS:
+            self.pools.put_pipe(pipe)
+            return 0
+        except OSError as e:
+            self.pools.put_pipe(pipe)
+            if e.errno != errno.EINVAL:
+                raise
+            self.splice = False   # not spliceable here: use buffers
+            return self._pull_buffer()
+        if not n:
+            self.pools.put_pipe(pipe)
+            return self._on_eof()
+        try:
+            sent = splice(pipe[0], self.dstfd, n, flags=SPLICE_FLAGS)
+        except SOFT_ERRORS:
+            sent = 0
+        except OSError as e:
+            self.pipe, self.pending = pipe, n      # close() disposes of it
+            if e.errno != errno.EINVAL:
+                raise
+            self._pipe_to_buffer()
             return self.push()
+        self.total += sent
+        if sent == n:
+            if len(pipes) < POOL_MAX:
+                pipes.append(pipe)
+            else:
+                self.pools.put_pipe(pipe)
+            return sent
+        # The destination is full: hold the rest and stop reading; the
+        # Conn asks for EVENT_WRITE and push() sends it.
+        self.pipe, self.pending = pipe, n - sent
+        return sent
+
+    def _pull_buffer(self):
         buf = self.buf
         if buf is None:
             buf = self.buf = self.pools.get_buffer()
@@ -404,6 +430,9 @@ class Conn:
             self.c2s.splice = False
             self.c2s.filter = FirstLine(self)
         self.s2c = self.new_pump(self.server, self.client, pools, splice, None, dump_s)
+        if type(self) is Conn:
+            # Plain pumps (subclasses such as TlsConn keep their own handlers).
+            self.on_client, self.on_server = self._on_client_plain, self._on_server_plain
         self.cmask = EVENT_READ
         self.smask = EVENT_READ
         app.reactor.register(self.client, EVENT_READ, self.on_client)
@@ -411,6 +440,41 @@ class Conn:
         app.connected(self)
 
     # --- events ---------------------------------------------------------------------
+    # The plain handlers take the usual event -- one side sent something
+    # and all of it went on to the other -- without looking at the masks:
+    # a pump only reads while it holds nothing, so if it still holds
+    # nothing and saw no EOF, neither mask changed.  Anything else goes
+    # through the general handler.
+    def _on_server_plain(self, mask):
+        if mask == EVENT_READ and self.phase is RELAYING:
+            s2c = self.s2c
+            try:
+                n = s2c.pull()
+            except OSError as e:
+                self._error("server", e)
+                return
+            if n:
+                self.target.rx += n
+            if s2c.pending or s2c.eof:
+                self._update()
+        else:
+            self._on_server_event(mask)
+
+    def _on_client_plain(self, mask):
+        if mask == EVENT_READ and self.phase is RELAYING:
+            c2s = self.c2s
+            try:
+                n = c2s.pull()
+            except OSError as e:
+                self._error("client", e)
+                return
+            if n:
+                self.target.sx += n
+            if c2s.pending or c2s.eof:
+                self._update()
+        else:
+            self._on_client_event(mask)
+
     def _on_server_event(self, mask):
         # A connection closed earlier in the same select() batch: its fds
         # may already be reused, so its stale events are ignored.

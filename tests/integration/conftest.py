@@ -173,8 +173,10 @@ class Pen:
     """A running pen process (ours by default, or the reference)."""
 
     def __init__(self, args, port=None, udp=False, unix=None, reference=False,
-                 foreground=True, wait=True, env=None):
+                 foreground=True, wait=True, env=None, launcher=None):
         cmd = [REFERENCE_PEN] if reference else [sys.executable, "-m", "pen"]
+        if launcher is not None:      # a script that runs ours, adjusted for a test
+            cmd = [sys.executable, str(launcher)]
         if foreground:
             cmd.append("-f")
         self.cmd = cmd + [str(a) for a in args]
