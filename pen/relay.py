@@ -38,6 +38,7 @@ TRANSITIONS = {HANDSHAKE: (CONNECTING, CLOSED), CONNECTING: (RELAYING, CLOSED),
                RELAYING: (CLOSED,), CLOSED: ()}
 
 SOFT_ERRORS = (BlockingIOError, InterruptedError)
+STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 IPV6_TRANSPARENT = getattr(socket, "IPV6_TRANSPARENT", 75)
 
@@ -332,8 +333,9 @@ class Conn:
         failed at once (the caller fails over)."""
         self.target, self.index = server, index
         self.tried.add(index)
-        sock = socket.socket(server.family, socket.SOCK_STREAM)
-        sock.setblocking(False)
+        sock = socket.socket(server.family, STREAM_NONBLOCK)   # no ioctl to set it
+        if STREAM_NONBLOCK == socket.SOCK_STREAM:
+            sock.setblocking(False)                            # no SOCK_NONBLOCK here
         app = self.app
         st = app.state.settings
         if st.keepalive:
