@@ -39,8 +39,21 @@ TRANSITIONS = {HANDSHAKE: (CONNECTING, CLOSED), CONNECTING: (RELAYING, CLOSED),
 
 SOFT_ERRORS = (BlockingIOError, InterruptedError)
 STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+TCP_INFO = getattr(socket, "TCP_INFO", None)   # Linux
+TCP_ESTABLISHED = 1                  # tcpi_state, the first byte of struct tcp_info
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 IPV6_TRANSPARENT = getattr(socket, "IPV6_TRANSPARENT", 75)
+
+
+def established(sock):
+    """True if this TCP socket's connect has completed (TCP_INFO's state is
+    ESTABLISHED): one getsockopt, no exception either way."""
+    if TCP_INFO is None:
+        return False
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 1)[0] == TCP_ESTABLISHED
+    except OSError:
+        return False       # not TCP, or no TCP_INFO: wait for EVENT_WRITE
 
 
 class Pools:
@@ -357,10 +370,15 @@ class Conn:
         self.server = sock
         server.conn += 1
         app.pending += 1
+        if not err or (err == errno.EINPROGRESS and established(sock)):
+            # Done already (a backend on this host: the kernel runs the whole
+            # handshake inside connect()), so no EVENT_WRITE round trip, no
+            # connect timer, no SO_ERROR check: relay now.
+            self._connected()
+            return True
         self.smask = EVENT_WRITE
         app.reactor.register(sock, EVENT_WRITE, self.on_server)
-        self.timer = app.reactor.call_later(app.state.settings.connect_timeout,
-                                            self._connect_timed_out)
+        self.timer = app.reactor.call_later(st.connect_timeout, self._connect_timed_out)
         return True
 
     def _bind_transparent(self, sock, family):
@@ -436,10 +454,14 @@ class Conn:
         if type(self) is Conn:
             # Plain pumps (subclasses such as TlsConn keep their own handlers).
             self.on_client, self.on_server = self._on_client_plain, self._on_server_plain
+        reactor = app.reactor
         self.cmask = EVENT_READ
+        reactor.register(self.client, EVENT_READ, self.on_client)
+        if self.smask:
+            reactor.modify(self.server, EVENT_READ, self.on_server)
+        else:                          # connected at once: not registered yet
+            reactor.register(self.server, EVENT_READ, self.on_server)
         self.smask = EVENT_READ
-        app.reactor.register(self.client, EVENT_READ, self.on_client)
-        app.reactor.modify(self.server, EVENT_READ, self.on_server)
         app.connected(self)
 
     # --- events ---------------------------------------------------------------------

@@ -179,3 +179,61 @@ def test_connection_close_requests_in_a_row(relay, backends, path):
     wait_until(lambda: _fds(p.pid, "socket") <= 3)
     assert _fds(p.pid, "socket") <= 3
 
+
+
+def test_backend_whose_connect_completes_later(pen):
+    """Backends on this host usually finish the handshake inside connect(),
+    and pen relays at once; this one's accept queue is full, so the SYN is
+    dropped and retried about a second later: pen must wait for the
+    connect to complete (EVENT_WRITE, SO_ERROR) and then relay as usual."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    srv.settimeout(TIMEOUT)
+    spec = f"127.0.0.1:{srv.getsockname()[1]}"
+    fillers = []
+    for _ in range(8):                  # fill the accept queue (and then some)
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(srv.getsockname())
+        fillers.append(f)
+    port = free_port()
+    pen("-t", "10", f"127.0.0.1:{port}", spec, port=port)
+    backend_port = srv.getsockname()[1]
+    waiting = _syn_sent(backend_port)
+    with connect(port, timeout=15) as c:
+        c.sendall(b"hello late backend")
+        # pen's connect must be stuck too before anything is accepted.
+        assert wait_until(lambda: _syn_sent(backend_port) > waiting)
+        started = time.monotonic()
+        accepted = []
+        while time.monotonic() - started < 12:    # drain fillers until pen's arrives
+            peer, _ = srv.accept()
+            peer.settimeout(0.3)
+            try:
+                data = peer.recv(100)
+            except socket.timeout:
+                peer.close()                      # a filler: says nothing
+                continue
+            accepted.append(peer)
+            break
+        assert accepted, "pen's connection never arrived"
+        peer = accepted[0]
+        assert data == b"hello late backend"
+        peer.sendall(b"and hello back")
+        peer.close()
+        assert recv_all(c) == b"and hello back"
+    for f in fillers:
+        f.close()
+    srv.close()
+
+
+def _syn_sent(port):
+    """Sockets on this host whose connect to 127.0.0.1:port is unanswered."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(":%04X" % port) and fields[3] == "02":
+                n += 1
+    return n
