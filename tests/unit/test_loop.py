@@ -8,9 +8,11 @@ import pytest
 from pen.loop import EVENT_READ, EVENT_WRITE, Reactor
 
 
-@pytest.fixture
-def reactor():
-    r = Reactor()
+@pytest.fixture(params=["epoll", "poll"])
+def reactor(request):
+    """The epoll Reactor (its own register/modify/unregister and loop on
+    the EpollSelector's internals) and the generic one (PollSelector)."""
+    r = Reactor(request.param)
     yield r
     r.close()
 
@@ -83,4 +85,61 @@ def test_unregister_twice_is_harmless(reactor):
     reactor.unregister(a)
     reactor.unregister(a)
     a.close()
+    b.close()
+
+
+def test_registrations_keep_the_selector_consistent(reactor):
+    a, b = socket.socketpair()
+    sel = reactor.selector
+    reactor.register(a, EVENT_READ, print)
+    key = sel.get_key(a)
+    assert (key.fileobj, key.fd, key.events, key.data) == (a, a.fileno(), EVENT_READ, print)
+    with pytest.raises(KeyError):
+        reactor.register(a, EVENT_WRITE, print)
+    reactor.modify(a, EVENT_READ | EVENT_WRITE, repr)
+    key = sel.get_key(a)
+    assert (key.events, key.data) == (EVENT_READ | EVENT_WRITE, repr)
+    reactor.modify(a, EVENT_READ | EVENT_WRITE, str)       # handler only
+    assert sel.get_key(a).data is str
+    assert len(sel.get_map()) >= 1
+    reactor.unregister(a)
+    with pytest.raises(KeyError):
+        sel.get_key(a)
+    with pytest.raises(KeyError):
+        reactor.modify(a, EVENT_READ, print)
+    with pytest.raises(ValueError):
+        reactor.register(b, 0, print)
+    with pytest.raises(KeyError):
+        sel.get_key(b)                  # a refused registration leaves nothing
+    reactor.register(b.fileno(), EVENT_WRITE, print)        # by fd works too
+    assert sel.get_key(b.fileno()).events == EVENT_WRITE
+    reactor.unregister(b.fileno())
+    a.close()
+    b.close()
+
+
+def test_unregister_after_close_finds_the_socket(reactor):
+    a, b = socket.socketpair()
+    reactor.register(a, EVENT_READ, print)
+    a.close()                           # its fileno() is now -1
+    reactor.unregister(a)
+    assert not any(k.fileobj is a for k in reactor.selector.get_map().values())
+    b.close()
+
+
+def test_error_and_hangup_reach_the_handler_as_read(reactor):
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    seen = []
+
+    def on_b(mask):
+        seen.append(mask)
+        reactor.unregister(b)
+        reactor.stop()
+    reactor.register(b, EVENT_READ, on_b)
+    a.close()                           # EOF/HUP on b
+    deadline = reactor.call_later(5.0, reactor.stop)
+    reactor.run()
+    deadline.cancel()
+    assert seen and seen[0] & EVENT_READ
     b.close()
