@@ -371,8 +371,9 @@ class App:
         # does the same.  Both are CPython's own socket.py.
         raw_accept = getattr(listener, "_accept", None)
         family, kind = listener.family, listener.type
+        conn_max, pending_max = st.conn_max, st.pending_max      # _full()
         for _ in range(max(1, st.multi_accept)):
-            if self._full():
+            if self.active >= conn_max or self.pending >= pending_max:
                 self._pause()   # resumed by connected()/closed()
                 return
             try:
@@ -420,7 +421,8 @@ class App:
             ip, port = addr[0], addr[1]
         else:
             ip, port = "", 0  # Unix socket client
-        conn = self.conn_class(self._new_id(), self, sock, addr, ip, port)
+        conn_id = self.free_ids.pop() if self.free_ids else self._new_id()
+        conn = self.conn_class(conn_id, self, sock, addr, ip, port)
         state.conns[conn.id] = conn
         self.active += 1
         conn.start()
@@ -438,7 +440,7 @@ class App:
         n = getattr(self.state.settings, "client_acl", -1)
         if acls is None or n is None or n < 0 or not ip:
             return True
-        if n < ACLS_MAX and not acls[n]:
+        if n < ACLS_MAX and not acls.tables[n]:
             return True     # an empty ACL lets everyone in: match()'s answer,
                             # without parsing the address (once per connection)
         return acls.match(n, ip)
@@ -552,9 +554,9 @@ class App:
         self.active -= 1
         state.counters.conns_closed += 1
         entry = conn.entry
-        if entry is not None:
-            entry.sx += conn.sx
-            entry.rx += conn.rx
+        if entry is not None and conn.c2s is not None:
+            entry.sx += conn.c2s.total        # conn.sx, conn.rx
+            entry.rx += conn.s2c.total
         if self.conn_log is not None and conn.target is not None:
             line = conn.first_line
             if line is None and conn.http is not None:

@@ -282,7 +282,8 @@ class Pump:
                 self.pools.put_pipe(pipe)
         self.pending = 0
         self.out = None
-        self._release_buffer()
+        if self.buf is not None:
+            self._release_buffer()
         self.filter = self.dump = None    # FirstLine and dumpers point back at the Conn
 
 
@@ -583,9 +584,9 @@ class Conn:
 
     # --- closing ----------------------------------------------------------------------
     def close(self):
-        if self.phase == CLOSED:
+        if self.phase is CLOSED:
             return
-        self._enter(CLOSED)
+        self.phase = CLOSED            # allowed from every other phase
         self._unlink()
         reactor = self.app.reactor
         if self.timer is not None:
