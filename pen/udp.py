@@ -38,30 +38,36 @@ class Session:
         self.sx = self.rx = 0
 
     def _on_reply(self, mask):
+        # One datagram per event: a session usually has just the one reply
+        # waiting, and reading on until EAGAIN costs a system call and an
+        # exception each time; if more are queued, epoll (level-triggered)
+        # reports the socket again on the next turn.
         relay = self.relay
-        listener = relay.listener
-        for _ in range(BATCH):
-            try:
-                data = self.sock.recv(DATAGRAM_MAX)
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionRefusedError:
-                relay.server_refused(self)
-                return
-            except OSError as e:
-                log.debug("udp: session %s: %s", self.addr, e)
-                relay.close_session(self)
-                return
-            self.rx += len(data)
-            self.server.rx += len(data)
-            self.last = time.monotonic()
-            relay.sessions.move_to_end(self.addr)
-            try:
-                listener.sendto(data, self.addr)
-            except (BlockingIOError, InterruptedError):
-                relay.state.counters.socket_errors += 1   # client queue full: dropped
-            except OSError as e:
-                log.debug("udp: reply to %s: %s", self.addr, e)
+        sock = self.sock
+        if sock is None:
+            return                    # closed earlier in this batch of events
+        try:
+            data = sock.recv(DATAGRAM_MAX)
+        except (BlockingIOError, InterruptedError):
+            return
+        except ConnectionRefusedError:
+            relay.server_refused(self)
+            return
+        except OSError as e:
+            log.debug("udp: session %s: %s", self.addr, e)
+            relay.close_session(self)
+            return
+        n = len(data)
+        self.rx += n
+        self.server.rx += n
+        self.last = time.monotonic()
+        relay.sessions.move_to_end(self.addr)
+        try:
+            relay.listener.sendto(data, self.addr)
+        except (BlockingIOError, InterruptedError):
+            relay.state.counters.socket_errors += 1   # client queue full: dropped
+        except OSError as e:
+            log.debug("udp: reply to %s: %s", self.addr, e)
 
 
 class UdpRelay:
@@ -71,6 +77,7 @@ class UdpRelay:
         self.reactor = app.reactor
         self.listener = None
         self.sessions = OrderedDict()
+        self.now = time.monotonic()   # the clock, read once per batch of datagrams
         self.on_datagram = self._on_datagram
         self.set_listener(listener)
         self.sweeper = self.reactor.call_later(SWEEP, self._sweep)
@@ -87,6 +94,7 @@ class UdpRelay:
 
     def _on_datagram(self, mask):
         recvfrom = self.listener.recvfrom
+        self.now = time.monotonic()
         for _ in range(BATCH):
             try:
                 data, addr = recvfrom(DATAGRAM_MAX)
@@ -98,7 +106,7 @@ class UdpRelay:
             self.forward(data, addr)
 
     def forward(self, data, addr, attempts=0):
-        now = time.monotonic()
+        now = self.now
         session = self.sessions.get(addr)
         if session is None:
             session = self._open(addr, now)
@@ -179,6 +187,7 @@ class UdpRelay:
         self.reactor.unregister(session.sock)
         session.sock.close()
         session.sock = None
+        session.on_reply = None       # the bound method points back: free it now
         session.server.conn -= 1
 
     def _sweep(self):
