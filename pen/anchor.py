@@ -14,7 +14,7 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class Anchored:
-    __slots__ = ("path", "dir", "name", "dirfd", "inode")
+    __slots__ = ("path", "dir", "name", "dirfd", "owned")
 
     def __init__(self, path, claim=False):
         """`claim`: the file exists and is ours (a socket we bound): unlink()
@@ -23,7 +23,7 @@ class Anchored:
         self.path = path
         self.dir, self.name = os.path.split(path)
         self.dirfd = os.open(self.dir, DIR_FLAGS)
-        self.inode = self.stat().st_ino if claim else None
+        self.owned = self._identity() if claim else None
 
     def opener(self, name, flags):
         """For open(..., opener=): relative names, and absolute ones below
@@ -38,6 +38,12 @@ class Anchored:
     def stat(self):
         return os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False)
 
+    def _identity(self):
+        """Inode numbers are reused at once; with the change time they tell
+        our file from a later one of the same name."""
+        st = self.stat()
+        return st.st_ino, st.st_ctime_ns
+
     def replace_with(self, text):
         """Write atomically: a temporary file, then rename over the name."""
         tmp = f".{self.name}.{os.getpid()}.tmp"
@@ -49,7 +55,7 @@ class Anchored:
         """Remove the file (if claimed, only while it is still ours);
         quietly, since a dropped privilege may forbid it."""
         try:
-            if self.inode is None or self.stat().st_ino == self.inode:
+            if self.owned is None or self._identity() == self.owned:
                 os.unlink(self.name, dir_fd=self.dirfd)
         except OSError:
             pass
