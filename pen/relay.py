@@ -99,7 +99,7 @@ class Pump:
 
     __slots__ = ("src", "dst", "srcfd", "dstfd", "pools", "splice", "pipe",
                  "buf", "out", "pending", "eof", "shut", "total", "filter",
-                 "dump")
+                 "dump", "twin")
 
     def __init__(self, src, dst, pools, splice, filter=None, dump=None):
         self.src, self.dst = src, dst
@@ -115,6 +115,7 @@ class Pump:
         self.total = 0       # bytes delivered
         self.filter = filter  # object with feed(bytes) -> bytes, or None
         self.dump = dump      # callable(bytes) for traffic dumps, or None
+        self.twin = None      # the other direction (plain Conns only)
 
     @property
     def done(self):
@@ -235,7 +236,14 @@ class Pump:
     def _on_eof(self):
         self.eof = True
         if not self.pending:
-            self._shutdown_dst()
+            twin = self.twin
+            if twin is not None and twin.shut:
+                # The other direction is finished too, so the Conn closes
+                # both sockets right now and close() sends this FIN: one
+                # shutdown() less per connection (what pen does too).
+                self.shut = True
+            else:
+                self._shutdown_dst()
         return 0
 
     def _shutdown_dst(self):
@@ -285,6 +293,7 @@ class Pump:
         if self.buf is not None:
             self._release_buffer()
         self.filter = self.dump = None    # FirstLine and dumpers point back at the Conn
+        self.twin = None                  # a cycle too: freed by refcount, not the GC
 
 
 class Conn:
@@ -453,8 +462,10 @@ class Conn:
             self.c2s.filter = FirstLine(self)
         self.s2c = self.new_pump(self.server, self.client, pools, splice, None, dump_s)
         if type(self) is Conn:
-            # Plain pumps (subclasses such as TlsConn keep their own handlers).
+            # Plain pumps (subclasses such as TlsConn keep their own handlers,
+            # and their pumps shut down with a close_notify: no twins).
             self.on_client, self.on_server = self._on_client_plain, self._on_server_plain
+            self.c2s.twin, self.s2c.twin = self.s2c, self.c2s
         reactor = app.reactor
         self.cmask = EVENT_READ
         reactor.register(self.client, EVENT_READ, self.on_client)
