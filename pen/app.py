@@ -100,7 +100,6 @@ class App:
         self.free_ids = []
         self.active = 0
         self.pending = 0            # connects in progress (pending_max)
-        self.idle_timer = None
         self.control = None
         self.cfg_anchor = self.web_anchor = self.listen_anchor = None
         self.on_accept = self._on_accept
@@ -200,13 +199,13 @@ class App:
             self.udp = UdpRelay(self, self.listener)
         else:
             self._listen()
-        self.idle_timer = self.reactor.call_later(IDLE_SWEEP, self._idle_sweep)
+        self.reactor.call_later(IDLE_SWEEP, self._idle_sweep)
 
     def _idle_sweep(self):
         """idle_timeout: close relayed connections that moved no byte for
         that many seconds.  Compares byte totals once a second, so nothing
         is timestamped per event."""
-        self.idle_timer = self.reactor.call_later(IDLE_SWEEP, self._idle_sweep)
+        self.reactor.call_later(IDLE_SWEEP, self._idle_sweep)
         idle = self.state.settings.idle_timeout
         if not idle:
             return
@@ -408,8 +407,7 @@ class App:
             self.backoff = self.reactor.call_later(ACCEPT_BACKOFF, self._resume)
 
     def _new_id(self):
-        if self.free_ids:
-            return self.free_ids.pop()
+        """A connection number never used yet (freed ones are reused first)."""
         self.next_id += 1
         return self.next_id - 1
 
@@ -430,15 +428,15 @@ class App:
     # --- choosing a server --------------------------------------------------------------
     def permitted(self, ip):
         """The ACL test for this client: permitted(acl_number) -> bool."""
-        acls = getattr(self.state, "acls", None)
-        if acls is None or not ip:
-            return None
+        if not ip:
+            return None      # Unix socket clients: ACLs do not apply
+        acls = self.state.acls
         return lambda n: acls.match(n, ip)
 
     def client_allowed(self, ip):
-        acls = getattr(self.state, "acls", None)
-        n = getattr(self.state.settings, "client_acl", -1)
-        if acls is None or n is None or n < 0 or not ip:
+        acls = self.state.acls
+        n = self.state.settings.client_acl
+        if n < 0 or not ip:
             return True
         if n < ACLS_MAX and not acls.tables[n]:
             return True     # an empty ACL lets everyone in: match()'s answer,

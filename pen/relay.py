@@ -117,10 +117,6 @@ class Pump:
         self.dump = dump      # callable(bytes) for traffic dumps, or None
         self.twin = None      # the other direction (plain Conns only)
 
-    @property
-    def done(self):
-        return self.shut
-
     def pull(self):
         """Read what the source has and try to deliver it.  Returns bytes
         delivered; raises OSError on a socket error.  Only called while
