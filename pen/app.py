@@ -555,6 +555,9 @@ class App:
         if entry is not None and conn.c2s is not None:
             entry.sx += conn.c2s.total        # conn.sx, conn.rx
             entry.rx += conn.s2c.total
+        if conn.c2s is not None:      # issue 11: feed bysize/byduration figures
+            balance.record_finished(state, conn.index, conn.c2s.total + conn.s2c.total,
+                                    time.time() - conn.started)
         if self.conn_log is not None and conn.target is not None:
             line = conn.first_line
             if line is None and conn.http is not None:

@@ -16,7 +16,7 @@ refused by the client ACL never falls through to the emergency server.
 import ipaddress
 import random as _random
 import struct
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 WEIGHT_FACTOR = 256
 
@@ -153,13 +153,20 @@ def by_prio(state, now, permitted=None):
     return best
 
 
+def _share(server):
+    """A server's weight as a divisor: 0 (unweighted) counts as 1."""
+    return server.weight if server.weight > 0 else 1
+
+
 def by_leastconn(state, now, permitted=None):
-    """Crossroads' byconnections: fewest current connections."""
-    best = None
+    """Crossroads' byconnections: fewest current connections per unit of
+    weight (weight 0 counts as 1); ties to the lowest index."""
+    best = best_load = None
     for i, s in enumerate(state.servers):
-        if can_try(s, now, permitted=permitted) and (
-                best is None or s.conn < state.servers[best].conn):
-            best = i
+        if can_try(s, now, permitted=permitted):
+            load = s.conn / _share(s)
+            if best is None or load < best_load:
+                best, best_load = i, load
     return best
 
 
@@ -172,12 +179,147 @@ def by_order(state, now, permitted=None):
 
 
 def by_random(state, now, permitted=None, rng=_random):
+    """Any server that can take the client; weight-proportional when any
+    weight is set (weight 0 then counts as 1)."""
     candidates = [i for i, s in enumerate(state.servers)
                   if can_try(s, now, permitted=permitted)]
-    return rng.choice(candidates) if candidates else None
+    if not candidates:
+        return None
+    servers = state.servers
+    if any(servers[i].weight > 0 for i in candidates):
+        return rng.choices(candidates, [_share(servers[i]) for i in candidates])[0]
+    return rng.choice(candidates)
 
 
-ALGORITHMS = {"leastconn": by_leastconn, "byorder": by_order, "random": by_random}
+# --- bysize / byduration: per-server figures fed by finished connections ----------------
+
+OVER_MAX = 100000       # `over N` ceiling (the window is kept in memory)
+
+
+class Figures:
+    """One server's usage figures (Crossroads' bysize/byduration): totals
+    since start, and a window of the last `over` finished connections."""
+
+    __slots__ = ("decay", "count", "bytes", "seconds", "window", "win_bytes",
+                 "win_seconds", "win_size")
+
+    def __init__(self, decay=0):
+        self.decay = decay          # percent, `server N decay D`
+        self.clear()
+
+    def clear(self):
+        """Forget every finished connection (`server N reset`); keep decay."""
+        self.count = 0
+        self.bytes = self.seconds = 0.0
+        self.window = deque()       # (bytes, seconds) of the last win_size
+        self.win_bytes = self.win_seconds = 0.0
+        self.win_size = 0
+
+    def record(self, nbytes, seconds, over):
+        self.count += 1
+        self.bytes += nbytes
+        self.seconds += seconds
+        if not over:
+            return
+        window = self.window
+        if self.win_size != over:
+            while len(window) > over:
+                window.popleft()
+            self.win_size = over
+            self.win_bytes = sum(b for b, _ in window)
+            self.win_seconds = sum(d for _, d in window)
+        if len(window) == over:
+            b, d = window.popleft()
+            self.win_bytes -= b
+            self.win_seconds -= d
+        window.append((nbytes, seconds))
+        self.win_bytes += nbytes
+        self.win_seconds += seconds
+
+    def figure(self, kind, over):
+        """Average bytes (kind "bysize") or seconds ("byduration") per
+        connection: over the window when `over`, else over all; 0 when
+        nothing has finished yet."""
+        if over and self.win_size == over:
+            n = len(self.window)
+            total = self.win_bytes if kind == "bysize" else self.win_seconds
+        else:
+            n = self.count
+            total = self.bytes if kind == "bysize" else self.seconds
+        return total / n if n else 0.0
+
+    def shrink(self):
+        """Another server was chosen: every figure shrinks by decay percent."""
+        keep = 1.0 - self.decay / 100.0
+        self.bytes *= keep
+        self.seconds *= keep
+        if self.window:
+            self.window = deque((b * keep, d * keep) for b, d in self.window)
+            self.win_bytes *= keep
+            self.win_seconds *= keep
+
+
+class Loads(dict):
+    """server index -> Figures, made on first use.  `decaying` holds the
+    indexes with a decay, so a choice costs nothing when none has one."""
+
+    def __init__(self):
+        super().__init__()
+        self.decaying = set()
+
+    def __missing__(self, index):
+        figures = self[index] = Figures()
+        return figures
+
+    def set_decay(self, index, percent):
+        self[index].decay = percent
+        if percent:
+            self.decaying.add(index)
+        else:
+            self.decaying.discard(index)
+
+    def chosen(self, index):
+        """Server `index` was chosen: decay every other one's figures."""
+        for i in self.decaying:
+            if i != index:
+                self[i].shrink()
+
+
+def record_finished(state, index, nbytes, seconds):
+    """A connection to server `index` ended after moving `nbytes` (both
+    directions) in `seconds`: feed that server's figures."""
+    if isinstance(index, int):
+        state.loads[index].record(nbytes, max(0.0, seconds),
+                                  state.settings.algorithm_over)
+
+
+def _by_figure(kind):
+    def pick(state, now, permitted=None):
+        """The lowest figure per unit of weight; ties to the fewest current
+        connections per unit of weight, then to the lowest index."""
+        over = state.settings.algorithm_over
+        loads = state.loads
+        best = best_key = None
+        for i, s in enumerate(state.servers):
+            if not can_try(s, now, permitted=permitted):
+                continue
+            share = _share(s)
+            figures = loads.get(i)
+            figure = figures.figure(kind, over) if figures is not None else 0.0
+            key = (figure / share, s.conn / share)
+            if best is None or key < best_key:
+                best, best_key = i, key
+        return best
+    pick.__name__ = f"by_{kind[2:]}"
+    return pick
+
+
+by_size = _by_figure("bysize")
+by_duration = _by_figure("byduration")
+
+
+ALGORITHMS = {"leastconn": by_leastconn, "byorder": by_order, "random": by_random,
+              "bysize": by_size, "byduration": by_duration}
 
 
 def initial(state, ip, port, now, entry=None, permitted=None):
@@ -235,4 +377,6 @@ def choose(state, ip, port, now, entry=None, permitted=None):
 def _remember(state, entry, index):
     if entry is not None and not state.settings.hash_nosave:
         entry.server = index
+    if state.loads.decaying:
+        state.loads.chosen(index)
     return index

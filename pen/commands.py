@@ -33,6 +33,8 @@ descriptors; the daemon (pen/app.py) runs them, in order, after apply:
     ("source", ip_or_None)   bind upstream connections to this local IP
     ("tls",)                 an ssl_* setting changed: rebuild the TLS context
     ("ssl_info",)            reply with tls.cert_info() of the context in use
+    ("dumps",)               trafficlog/throughputlog files changed: (re)open
+                             them (pen/dumps.py)
 
 The daemon's run_effects may return extra reply lines (for example an
 error saying the new listen address could not be bound); the control
@@ -49,6 +51,7 @@ from . import acl as aclmod
 from . import stats
 from .addr import parse_hostport, parse_listen, parse_port, resolve, split_host
 from .errors import CommandError, ConfigError
+from .balance import OVER_MAX
 from .servers import Server
 
 INT_MAX = 2 ** 31 - 1
@@ -59,7 +62,7 @@ CONN_LIMIT = 1 << 20        # conn_max ceiling
 RECENT_DEFAULT = 300
 UNKNOWN = "do_cmd: ignoring command starting with '{}'"
 FASTCLOSE = ("up", "down", "both", "off")
-ALGORITHMS = ("leastconn", "random", "byorder")
+ALGORITHMS = ("leastconn", "random", "byorder", "bysize", "byduration")
 SERVER_KEYS = ("acl", "address", "port", "max", "hard", "blacklist", "weight", "prio")
 SERVER_FLAGS = ("disable", "enable")
 NUMBER_RE = re.compile(r"-?[0-9]+")
@@ -432,6 +435,8 @@ def cmd_server(word, args, state):
         extra = f"; {count} adds a new server" if count < SERVERS_MAX else ""
         raise CommandError(f"server: index {idx} out of range (0-{count}{extra})")
     existing = state.servers[idx] if idx < count else None
+    if existing is not None and len(args) > 1 and args[1] in SERVER_EXTRA:
+        return server_extra(idx, args[1:], state)       # issue 11
     fields, flags = {}, []
     i = 1
     while i < len(args):
@@ -610,10 +615,22 @@ def cmd_write(word, args, state):
 
 
 def algorithm(word, args, state):
-    arity(word, args, 0, word)
+    """`leastconn` | `random` | `byorder` | `bysize [over N]` | `byduration [over N]`."""
+    over = 0
+    if word in OVER_ALGORITHMS:
+        usage = f"{word} [over N]"
+        arity(word, args, 2, usage)
+        if args:
+            if args[0] != "over" or len(args) != 2:
+                raise CommandError(f"{word}: expected 'over N', got {' '.join(args)!r} "
+                                   f"(usage: {usage})")
+            over = number(word, args[1], 1, OVER_MAX, "connection count")
+    else:
+        arity(word, args, 0, word)
 
     def run(state, now, wall):
         state.settings.algorithm = word
+        state.settings.algorithm_over = over
         return NOTHING
     return Command(word, run)
 
@@ -625,9 +642,184 @@ def no_algorithm(name):
         def run(state, now, wall):
             if state.settings.algorithm == name:
                 state.settings.algorithm = None
+                state.settings.algorithm_over = 0
             return NOTHING
         return Command(word, run)
     return handler
+
+
+# --- issue 11: per-server figures and dumps, traffic logs, help, MRTG ---------------------
+OVER_ALGORITHMS = ("bysize", "byduration")
+SERVER_EXTRA = ("decay", "reset", "trafficlog", "no")
+
+
+def server_extra(idx, args, state):
+    """`server N decay D` | `server N reset` | `server N trafficlog FILE` |
+    `server N no trafficlog` (one of them per line)."""
+    key, rest = args[0], args[1:]
+    usage = f"server {idx} decay D | reset | trafficlog FILE | no trafficlog"
+    if key == "decay":
+        arity("server", rest, 1, usage, least=1)
+        percent = number("server", rest[0], 0, 100, "decay percent")
+
+        def run(state, now, wall):
+            state.loads.set_decay(idx, percent)
+            return NOTHING
+    elif key == "reset":
+        arity("server", rest, 0, usage)
+
+        def run(state, now, wall):
+            s = state.servers[idx]
+            s.sx = s.rx = s.connects = 0
+            state.loads[idx].clear()
+            return NOTHING
+    elif key == "trafficlog":
+        arity("server", rest, 1, usage, least=1)
+        path = rest[0]
+
+        def run(state, now, wall):
+            state.settings.server_trafficlogs[idx] = path
+            return [], [("dumps",)]
+    else:
+        if rest != ["trafficlog"]:
+            raise CommandError(f"server: expected 'no trafficlog' after server {idx}, "
+                               f"got {' '.join(args)!r}")
+
+        def run(state, now, wall):
+            state.settings.server_trafficlogs.pop(idx, None)
+            return [], [("dumps",)]
+    return Command("server", run)
+
+
+def dump_file(field):
+    """`trafficlog [FILE]` / `throughputlog [FILE]`: set (and open) the file;
+    bare: the file and how many dump lines were dropped because the disk lagged."""
+    def handler(word, args, state):
+        arity(word, args, 1, f"{word} [FILE]")
+        path = args[0] if args else None
+
+        def run(state, now, wall):
+            st = state.settings
+            if path is not None:
+                setattr(st, field, path)
+                return [], [("dumps",)]
+            current = getattr(st, field)
+            if not current:
+                return [], []
+            return [f"{current} ({state.counters.dump_lines_dropped} lines dropped)"], []
+        return Command(word, run)
+    return handler
+
+
+def uptime_text(seconds):
+    """MRTG's third line: how long pen has run, as uptime(1) says it."""
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days} day{'s' if days != 1 else ''}, {hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def mrtg(kind):
+    """`mrtg_bytes N` / `mrtg_conns N`: MRTG's four lines for server N
+    (bytes in and out, or connections made and open; uptime; name)."""
+    def handler(word, args, state):
+        arity(word, args, 1, f"{word} N", least=1)
+        n = number(word, args[0], 0, INT_MAX, "server")
+        if n >= len(state.servers):
+            raise CommandError(f"{word}: no server {n} (servers are 0-{len(state.servers) - 1})")
+
+        def run(state, now, wall):
+            s = state.servers[n]
+            first, second = (s.rx, s.sx) if kind == "bytes" else (s.connects, s.conn)
+            return [str(first), str(second), uptime_text(now - state.started),
+                    f"server {n}"], []
+        return Command(word, run)
+    return handler
+
+
+def cmd_help(word, args, state):
+    arity(word, args, 0, word)
+    width = max(len(name) for name in HANDLERS)
+    lines = [f"{name.ljust(width)}  {SUMMARIES.get(name, '')}".rstrip()
+             for name in sorted(HANDLERS)]
+    return Command(word, lambda state, now, wall: (lines, []))
+
+
+SUMMARIES = {
+    "abort_on_error": "abort (dump core) on an unexpected error",
+    "acl": "acl N permit|deny ADDRESS [MASK] | country CC: add a rule to ACL N",
+    "ascii": "show traffic dumps as printable text, not hex",
+    "blacklist": "blacklist [SECONDS]: how long a failed server stays out",
+    "block": "obsolete, does nothing",
+    "byduration": "byduration [over N]: the server with the shortest connections",
+    "byorder": "the first available server, by index",
+    "bysize": "bysize [over N]: the server with the fewest bytes per connection",
+    "client_acl": "client_acl [N]: the ACL clients must pass",
+    "clients_max": "clients_max [N]: size of the client table",
+    "close": "close N: close connection N",
+    "conn_max": "conn_max [N]: most simultaneous connections",
+    "connection": "connection N: show connection N",
+    "control": "show the control socket address",
+    "control_acl": "control_acl [N]: the ACL control clients must pass",
+    "debug": "debug [N]: set the debug level",
+    "delayed_forward": "obsolete, does nothing",
+    "dsr_if": "dsr_if IF: stored (no direct server return)",
+    "dsr_ip": "dsr_ip IP: stored (no direct server return)",
+    "dummy": "answer clients as a dummy web server",
+    "epoll": "use epoll (the default)",
+    "exit": "stop pen (needs -X)",
+    "geoip_db": "geoip_db [FILE]: the country database for ACLs",
+    "hash": "choose the first server by a hash of the client address",
+    "help": "list every command with a one-line summary",
+    "http": "add X-Forwarded-For headers",
+    "idle_timeout": "idle_timeout [SECONDS]: close connections idle that long",
+    "idlers": "idlers [N]: idle upstream connections wanted",
+    "include": "include FILE: run the commands in FILE",
+    "keepalive": "set SO_KEEPALIVE on upstream connections",
+    "kqueue": "use kqueue",
+    "leastconn": "the server with the fewest connections per unit of weight",
+    "listen": "listen [[ADDRESS:]PORT | PATH]: show or change the listen address",
+    "log": "log [FILE | HOST:PORT]: the connection log",
+    "mode": "show the selection mode",
+    "mrtg_bytes": "mrtg_bytes N: MRTG lines for server N's bytes in and out",
+    "mrtg_conns": "mrtg_conns N: MRTG lines for server N's connections",
+    "no": "no WORD: turn a setting off",
+    "peek": "accepted, no effect",
+    "pending_max": "pending_max N: most connects in progress",
+    "pid": "show pen's process id",
+    "poll": "use poll",
+    "prio": "choose the available server with the lowest prio",
+    "random": "a random server, weight-proportional when weights are set",
+    "recent": "recent [SECONDS]: clients seen lately",
+    "roundrobin": "plain round robin, no client tracking",
+    "select": "use select",
+    "server": "server N [address H] [port P] [max M] ... | decay D | reset: show or change server N",
+    "servers": "list the servers",
+    "socket": "socket N: which connection owns fd N",
+    "source": "source [IP]: local address for upstream connections",
+    "ssl_allow_expired": "accept expired client certificates",
+    "ssl_ciphers": "ssl_ciphers [CIPHERS]: TLS cipher list",
+    "ssl_client_renegotiation_interval": "ssl_client_renegotiation_interval [SECONDS]",
+    "ssl_info": "show the certificates in use",
+    "ssl_key_password_file": "ssl_key_password_file FILE: the key's passphrase",
+    "ssl_ocsp_response": "not supported (Python's ssl cannot staple OCSP)",
+    "ssl_option": "ssl_option WORD: a TLS option",
+    "ssl_sni_path": "ssl_sni_path DIR: certificates per server name",
+    "status": "status [json|prometheus]: the status page",
+    "stubborn": "close the client instead of failing over",
+    "tarpit_acl": "tarpit_acl [N]: stored (DSR only)",
+    "tcp_fastclose": "tcp_fastclose up|down|both|off",
+    "tcp_nodelay": "set TCP_NODELAY on client connections",
+    "throughputlog": "throughputlog [FILE]: log each chunk's time and first bytes",
+    "timeout": "timeout [SECONDS]: connect timeout",
+    "tracking": "tracking [SECONDS]: how long a client is remembered",
+    "trafficlog": "trafficlog [FILE]: dump all relayed traffic (hex, or text with ascii)",
+    "transparent": "connect upstream from the client's address",
+    "weight": "choose by connections per unit of weight (-W)",
+    "web_stats": "web_stats [FILE]: the HTML status file",
+    "write": "write [FILE]: save the configuration",
+}
+# --- end issue 11 -------------------------------------------------------------------------
 
 
 FLAGS = ("abort_on_error", "ascii", "dummy", "hash", "http", "keepalive", "peek",
@@ -697,6 +889,9 @@ HANDLERS = {
 }
 HANDLERS.update({name: flag(name) for name in FLAGS})
 HANDLERS.update({name: algorithm for name in ALGORITHMS})
+HANDLERS.update({"help": cmd_help, "mrtg_bytes": mrtg("bytes"),      # issue 11
+                 "mrtg_conns": mrtg("conns"), "trafficlog": dump_file("trafficlog"),
+                 "throughputlog": dump_file("throughputlog")})
 
 NO_HANDLERS = {
     "acl": cmd_no_acl,
@@ -712,6 +907,8 @@ NO_HANDLERS = {
 }
 NO_HANDLERS.update({name: flag(name, False) for name in FLAGS})
 NO_HANDLERS.update({name: no_algorithm(name) for name in ALGORITHMS})
+NO_HANDLERS.update({"trafficlog": clear("trafficlog", ("dumps",)),       # issue 11
+                    "throughputlog": clear("throughputlog", ("dumps",))})
 
 
 def cmd_no(word, args, state):

@@ -158,6 +158,16 @@ def dump(state, path=None, wall=None):
         lines.append(f"geoip_db {st.geoip_db}")
     if st.algorithm:
         lines.append(st.algorithm)
+        if st.algorithm_over:                      # issue 11: bysize/byduration over N
+            lines[-1] += f" over {st.algorithm_over}"
+    # --- issue 11: decay, dumps ---
+    lines += [f"server {i} decay {f.decay}" for i, f in sorted(state.loads.items())
+              if f.decay and i < len(state.servers)]
+    lines += [f"{word} {path}" for word, path in (("trafficlog", st.trafficlog),
+                                                  ("throughputlog", st.throughputlog)) if path]
+    lines += [f"server {i} trafficlog {path}"
+              for i, path in sorted(st.server_trafficlogs.items()) if i < len(state.servers)]
+    # --- end issue 11 ---
     lines += [f"server {i} disable" for i, s in enumerate(state.servers) if s.disabled]
     return lines
 

@@ -4,10 +4,11 @@ One State is created in __main__ and passed explicitly; there are no mutable
 module globals.  Commands (control socket, -F, -o) edit it; the relay reads it.
 """
 
+import time
 from dataclasses import dataclass, field
 
 from .acl import Acls
-from .balance import ClientTable
+from .balance import ClientTable, Loads
 
 # Defaults of pen 0.34.1 (pen's usage text).
 BLACKLIST_TIME = 30
@@ -93,17 +94,25 @@ class Settings:
     dsr_ip: str = None                              # dsr_ip IP (stored, no DSR)
     geoip_db: str = None                            # geoip_db FILE (extension)
     algorithm: str = None                           # leastconn|random|byorder (extension)
+    # --- dispatch modes and traffic dumps (issue 11) ---
+    algorithm_over: int = 0                         # bysize|byduration over N (0 = all)
+    trafficlog: str = None                          # trafficlog FILE (pen/dumps.py)
+    throughputlog: str = None                       # throughputlog FILE
+    server_trafficlogs: dict = field(default_factory=dict)  # server N trafficlog FILE
+    # --- end issue 11 ---
 
 
 class Counters:
     """Totals for statistics."""
 
     __slots__ = ("accepted", "refused", "connect_failures", "conns_closed",
-                 "socket_errors", "accept_errors")
+                 "socket_errors", "accept_errors",
+                 "dump_lines_dropped")   # issue 11: trafficlog/throughputlog
 
     def __init__(self):
         self.accepted = self.refused = self.connect_failures = 0
         self.conns_closed = self.socket_errors = self.accept_errors = 0
+        self.dump_lines_dropped = 0      # issue 11: dump lines the disk could not take
 
 
 class State:
@@ -119,3 +128,5 @@ class State:
         self.counters = Counters()
         self.conns = {}                 # conn id -> relay.Conn, for penctl
         self.acls = Acls()              # ACLs 0..9 (pen/acl.py)
+        self.loads = Loads()            # issue 11: bysize/byduration figures, decay
+        self.started = time.monotonic() # issue 11: uptime for MRTG

@@ -39,6 +39,8 @@ def mode_line(st):
     algorithm = getattr(st, "algorithm", None)
     if algorithm:
         words.append(algorithm)
+        if st.algorithm_over:                      # issue 11: bysize/byduration over N
+            words.append(f"over {st.algorithm_over}")
     return " ".join(words)
 
 

@@ -9,8 +9,9 @@ on stderr naming the address and the reason, and exits 1.  The second form
 is an interactive prompt (readline history) that sends one command per line
 until `quit` or end of input, like balance's interactive mode.
 
-Two commands are answered by penctl itself, for MRTG (balance's format:
-two values, the uptime, the target name):
+Two commands are for MRTG (balance's format: two values, the uptime, the
+target name).  Our pen answers them itself; for a pen that does not know
+them (the reference pen), penctl works them out, with UNKNOWN uptime:
 
     mrtg_bytes N   bytes received from / sent to server N (from `servers`)
     mrtg_conns N   connections ever made to server N, and current ones
@@ -152,6 +153,11 @@ def mrtg_conns(json_reply, n):
 def run_command(addr, words, timeout=TIMEOUT):
     """The text to print for one command (local MRTG commands included)."""
     word = words[0]
+    if word in ("mrtg_bytes", "mrtg_conns"):
+        server_number(word, words[1:])
+        reply = send_command(addr, " ".join(words), timeout)
+        if not reply.startswith(b"do_cmd: ignoring command"):
+            return reply            # our pen: the four lines, uptime included
     if word == "mrtg_bytes":
         n = server_number(word, words[1:])
         return mrtg_bytes(send_command(addr, "servers", timeout).decode(
@@ -218,10 +224,9 @@ def interactive(addr, stdin=None, stdout=None, stderr=None, timeout=TIMEOUT):
                 continue
             if words[0] == "quit":
                 break
-            if words[0] == "help":
-                stdout.write(INTERACTIVE_HELP)
+            if words[0] == "help" and len(words) == 1:
+                stdout.write(INTERACTIVE_HELP)       # then pen's own list
                 stdout.flush()
-                continue
             try:
                 _write(stdout, run_command(addr, words, timeout))
             except PenctlError as e:

@@ -61,6 +61,8 @@ def fake_pen(monkeypatch):
         sent.append((addr, line))
         if line == "servers":
             return SERVERS.encode()
+        if line.startswith("mrtg_") and "reference" in str(addr):
+            return f"do_cmd: ignoring command starting with '{line.split()[0]}'\n".encode()
         if line == "down":
             raise PenctlError("cannot connect to 127.0.0.1:1: Connection refused")
         return f"reply to {line}\n".encode()
@@ -76,8 +78,13 @@ def test_main_sends_the_words_as_one_line(fake_pen, capsys):
 
 
 def test_main_mrtg(fake_pen, capsys):
-    assert penctl.main(["/tmp/ctl", "mrtg_bytes", "0"]) == 0
+    # A pen that does not know mrtg_bytes (the reference pen): from `servers`.
+    assert penctl.main(["/tmp/reference", "mrtg_bytes", "0"]) == 0
     assert capsys.readouterr().out == "20\n10\nUNKNOWN\nserver 0\n"
+    assert [line for _, line in fake_pen] == ["mrtg_bytes 0", "servers"]
+    # Ours answers it itself (with the uptime): the reply is printed as is.
+    assert penctl.main(["/tmp/ctl", "mrtg_bytes", "0"]) == 0
+    assert capsys.readouterr().out == "reply to mrtg_bytes 0\n"
     assert penctl.main(["/tmp/ctl", "mrtg_bytes", "x"]) == 1
     assert "mrtg_bytes: expected a server number" in capsys.readouterr().err
 
@@ -105,10 +112,12 @@ def test_dash_i_needs_one_address(capsys):
 def test_interactive(fake_pen):
     stdin = io.StringIO("mode\n\n   \nhelp\ndown\nmrtg_bytes 1\nquit\nnot sent\n")
     out, err = io.StringIO(), io.StringIO()
-    assert penctl.interactive(("unix", "/tmp/ctl"), stdin, out, err) == 0
-    assert [line for _, line in fake_pen] == ["mode", "down", "servers"]
+    assert penctl.interactive(("unix", "/tmp/reference"), stdin, out, err) == 0
+    assert [line for _, line in fake_pen] == ["mode", "help", "down", "mrtg_bytes 1",
+                                              "servers"]
     text = out.getvalue()
     assert "reply to mode\n" in text and "mrtg_bytes N" in text
+    assert "reply to help\n" in text      # penctl's lines, then pen's list
     assert text.endswith("40\n30\nUNKNOWN\nserver 1\n")
     assert err.getvalue() == "penctl: cannot connect to 127.0.0.1:1: Connection refused\n"
 
