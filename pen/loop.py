@@ -10,6 +10,7 @@ its callback cleared, and is skipped when it comes due.
 
 import heapq
 import logging
+import os
 import select
 import selectors
 import signal
@@ -91,6 +92,7 @@ class Reactor:
         self.signal_handlers = {}
         self.pending_signals = []
         self.wake_r = self.wake_w = None
+        self.children = {}          # pid -> callback(returncode): watch_child
 
     # --- file descriptors -------------------------------------------------
     def register(self, fileobj, events, handler):
@@ -218,6 +220,30 @@ class Reactor:
                     callback()
                 except Exception:
                     log.error("signal %d handler failed", signum, exc_info=True)
+
+    # --- child processes (pen/hooks.py) -------------------------------------------
+    def watch_child(self, pid, callback):
+        """`callback(returncode)` runs on the loop once child `pid` has
+        exited; the Reactor reaps it (SIGCHLD).  Only watched pids are
+        waited for, one by one, so a child someone else waits for is never
+        taken from them (waitpid(-1) would)."""
+        if signal.SIGCHLD not in self.signal_handlers:
+            self.add_signal_handler(signal.SIGCHLD, self._reap_children)
+        self.children[pid] = callback
+        self._reap_children()       # it may have exited before the handler was there
+
+    def _reap_children(self):
+        for pid in list(self.children):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:       # reaped by someone else
+                done, status = pid, 0
+            if done:
+                callback = self.children.pop(pid)
+                try:
+                    callback(os.waitstatus_to_exitcode(status))
+                except Exception:
+                    log.error("child %d callback failed", pid, exc_info=True)
 
     # --- the loop -----------------------------------------------------------------
     def stop(self):

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from .acl import Acls
+from .health import TCP, CheckSpec   # issue 10
 from .balance import ClientTable, Loads
 
 # Defaults of pen 0.34.1 (pen's usage text).
@@ -100,6 +101,18 @@ class Settings:
     throughputlog: str = None                       # throughputlog FILE
     server_trafficlogs: dict = field(default_factory=dict)  # server N trafficlog FILE
     # --- end issue 11 ---
+    # --- health checks and hooks (issue 10; pen/health.py, pen/hooks.py) ---
+    check_interval: float = 0                       # check_interval S, 0 = off
+    check: CheckSpec = TCP                          # check tcp|http|expect|udp ...
+    check_rise: int = 2                             # check_rise R
+    check_fall: int = 3                             # check_fall F
+    on_failure: str = None                          # on_failure "CMD" (global hooks)
+    on_success: str = None
+    on_down: str = None
+    on_up: str = None
+    hooks_max: int = 16                             # hooks_max N
+    hook_timeout: float = 30                        # hook_timeout S
+    # --- end issue 10 ---
 
 
 class Counters:
