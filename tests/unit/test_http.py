@@ -2,7 +2,7 @@
 
 import pytest
 
-from pen.http import XForwardedFor
+from pen.http import HttpRefused, XForwardedFor
 
 STREAM = (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
           b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
@@ -49,7 +49,8 @@ def test_upgrade_switches_to_pass_through():
     assert out.count(b"X-Forwarded-For") == 1
 
 
-def test_oversized_head_is_passed_through_unchanged():
+def test_oversized_head_is_refused_with_431():
     data = b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"a" * 70000 + b"\r\n\r\n"
-    out, _ = run(data, 4096)
-    assert out == data
+    with pytest.raises(HttpRefused) as e:
+        run(data, 4096)
+    assert e.value.error.status == 431

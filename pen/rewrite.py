@@ -1,0 +1,237 @@
+"""PURE header rules and cookies for HTTP mode (SPEC §10.3).
+
+A `Rule` is one `header ACTION server|client "Name: value"` line, checked
+when it is made (RuleError, one line) and applied to a parsed head (any
+object with add/append/set/delete/get_all, as pen.http.Head).  `server`
+rules change requests going to servers, `client` rules responses going to
+clients.  Values expand %r (client IP), %t (local time), %T (GMT), %v
+(pen's version), %% and %x -> x.
+
+`Rewriter` is what one connection hands to its two framers: the rules for
+its server, X-Forwarded-For/-Proto while `http` is on, and the sticky
+cookie.
+"""
+
+import re
+import time
+
+from . import VERSION
+from .errors import CommandError
+
+ACTIONS = ("add", "append", "set", "delete")
+DIRECTIONS = ("server", "client")
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 6265 cookie-octet: visible ASCII but for " , ; and backslash.
+COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+
+
+class RuleError(CommandError):
+    """A header rule or cookie that cannot be made; nothing was changed."""
+
+
+class Context:
+    """The facts a value may expand, per connection."""
+
+    __slots__ = ("client_ip",)
+
+    def __init__(self, client_ip):
+        self.client_ip = client_ip.encode("ascii", "replace") \
+            if isinstance(client_ip, str) else bytes(client_ip)
+
+
+def local_time():
+    return time.strftime("%a, %d %b %Y %H:%M:%S %z", time.localtime()).encode()
+
+
+def gmt_time():
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()).encode()
+
+
+EXPANSIONS = {"r": lambda ctx: ctx.client_ip,
+              "t": lambda ctx: local_time(),
+              "T": lambda ctx: gmt_time(),
+              "v": lambda ctx: VERSION.encode()}
+
+
+def compile_value(text):
+    """`text` as a list of bytes and expansion functions."""
+    parts, literal, i = [], [], 0
+    while i < len(text):
+        c = text[i]
+        if c == "%" and i + 1 < len(text):
+            code = text[i + 1]
+            if code in EXPANSIONS:
+                if literal:
+                    parts.append("".join(literal).encode("latin-1"))
+                    literal = []
+                parts.append(EXPANSIONS[code])
+            else:
+                literal.append(code)        # %% -> %, %x -> x
+            i += 2
+        else:
+            literal.append(c)
+            i += 1
+    if literal:
+        parts.append("".join(literal).encode("latin-1"))
+    return parts
+
+
+class Rule:
+    """One header rule.  `Rule("set", "server", "X-Real-IP: %r")`;
+    delete takes just the name."""
+
+    __slots__ = ("action", "direction", "name", "text", "parts", "static")
+
+    def __init__(self, action, direction, text):
+        if action not in ACTIONS:
+            raise RuleError("header: action %r is not one of %s" % (action, ", ".join(ACTIONS)))
+        if direction not in DIRECTIONS:
+            raise RuleError("header: direction %r is not server or client" % direction)
+        if "\r" in text or "\n" in text or "\0" in text:
+            raise RuleError("header: %r contains CR, LF or NUL" % text)
+        try:
+            text.encode("latin-1")
+        except UnicodeEncodeError:
+            raise RuleError("header: %r is not Latin-1 text" % text) from None
+        if action == "delete":
+            name, value = text.strip(), None
+        else:
+            name, sep, value = text.partition(":")
+            if not sep:
+                raise RuleError('header: %r has no colon; expected "Name: value"' % text)
+            value = value.strip(" \t")
+            if not FIELD_VALUE.fullmatch(value):
+                raise RuleError("header: value %r contains control characters" % value)
+        if not TOKEN.fullmatch(name):
+            raise RuleError("header: %r is not a valid header name" % name)
+        self.action, self.direction, self.name = action, direction, name.encode("latin-1")
+        self.text = name if value is None else "%s: %s" % (name, value)
+        if value is None:
+            self.parts, self.static = (), b""
+        else:
+            self.parts = compile_value(value)
+            self.static = self.parts[0] if len(self.parts) == 1 and \
+                isinstance(self.parts[0], bytes) else (b"" if not self.parts else None)
+
+    def __repr__(self):
+        return "Rule(%r, %r, %r)" % (self.action, self.direction, self.text)
+
+    def __eq__(self, other):
+        return isinstance(other, Rule) and (self.action, self.direction, self.text) == \
+            (other.action, other.direction, other.text)
+
+    def __hash__(self):
+        return hash((self.action, self.direction, self.text))
+
+    def line(self):
+        """The rule as `header` lists it and `write` dumps it (after `header `)."""
+        return '%s %s "%s"' % (self.action, self.direction, self.text)
+
+    def value(self, ctx):
+        if self.static is not None:
+            return self.static
+        return b"".join(p if isinstance(p, bytes) else p(ctx) for p in self.parts)
+
+    def apply(self, head, ctx):
+        action = self.action
+        if action == "delete":
+            head.delete(self.name)
+        elif action == "add":
+            head.add(self.name, self.value(ctx))
+        elif action == "set":
+            head.set(self.name, self.value(ctx))
+        else:
+            sep = b"; " if self.name.lower() == b"cookie" else b", "
+            head.append(self.name, self.value(ctx), sep)
+
+
+def parse_rule(words):
+    """`["set", "server", "X-Real-IP: %r"]` (the words after `header`)."""
+    if len(words) != 3:
+        raise RuleError('header: expected ACTION server|client "Name: value", got %d words'
+                        % len(words))
+    return Rule(*words)
+
+
+def forwarded_rules(proto="http"):
+    """What `http` (-H) adds to each request: X-Forwarded-Proto (the truth
+    pen knows, replacing what the client said) and X-Forwarded-For (the
+    client appended to what came before)."""
+    return (Rule("set", "server", "X-Forwarded-Proto: " + proto),
+            Rule("append", "server", "X-Forwarded-For: %r"))
+
+
+def check_cookie_name(name):
+    if not TOKEN.fullmatch(name):
+        raise RuleError("sticky_cookie: %r is not a valid cookie name" % name)
+    return name
+
+
+def check_cookie_value(value):
+    if not value or not COOKIE_VALUE.fullmatch(value):
+        raise RuleError("cookie: %r is not a valid cookie value "
+                        "(visible ASCII without space, quote, comma, semicolon, backslash)" % value)
+    return value
+
+
+def find_cookie(head, name):
+    """The value of cookie `name` in the request's Cookie headers, or None
+    (the first one wins, as browsers send the most specific first)."""
+    if isinstance(name, str):
+        name = name.encode("latin-1")
+    for header in head.get_all(b"cookie"):
+        for item in header.split(b";"):
+            key, sep, value = item.strip(b" \t").partition(b"=")
+            if sep and key.strip(b" \t") == name:
+                return value.strip(b" \t").strip(b'"')
+    return None
+
+
+def set_cookie(name, value):
+    """The Set-Cookie header (name, value) that pins a client to a server."""
+    if isinstance(name, str):
+        name = name.encode("latin-1")
+    if isinstance(value, str):
+        value = value.encode("latin-1")
+    return b"Set-Cookie", b"%s=%s; Path=/; HttpOnly" % (name, value)
+
+
+class Rewriter:
+    """The two head callbacks of one connection.
+
+    server_rules / client_rules: Rules (global ones first, then the
+    server's own), forwarded: apply X-Forwarded-Proto/-For (`http` on),
+    proto: "https" behind TLS, cookie: (NAME, VALUE) with sticky_cookie on,
+    VALUE being the chosen server's cookie."""
+
+    __slots__ = ("server_rules", "client_rules", "context", "cookie")
+
+    def __init__(self, client_ip, server_rules=(), client_rules=(), forwarded=False,
+                 proto="http", cookie=None):
+        rules = list(forwarded_rules(proto)) if forwarded else []
+        self.server_rules = tuple(rules + [r for r in server_rules])
+        self.client_rules = tuple(client_rules)
+        self.context = Context(client_ip)
+        self.cookie = None
+        if cookie is not None:
+            name, value = cookie
+            self.cookie = (name.encode("latin-1") if isinstance(name, str) else name,
+                           value.encode("latin-1") if isinstance(value, str) else value)
+
+    def on_request(self, head):
+        ctx = self.context
+        for rule in self.server_rules:
+            rule.apply(head, ctx)
+        if self.cookie is not None:
+            name, value = self.cookie
+            head.note = find_cookie(head, name) == value     # no Set-Cookie needed
+        return head
+
+    def on_response(self, head):
+        ctx = self.context
+        for rule in self.client_rules:
+            rule.apply(head, ctx)
+        if self.cookie is not None and not head.note and head.status >= 200:
+            head.add(*set_cookie(*self.cookie))
+        return head
