@@ -73,7 +73,15 @@ Options:
 example:
   pen smtp mailhost1:smtp mailhost2:25 mailhost3
 """
-USAGE = HEADER + OPTIONS
+# Shown by --help, handled by main() before docopt sees the arguments.
+WHOLE_LINE = """\
+  --version    print pen's version
+  --check-config ARGS...
+               check what a start with ARGS would read (config file, options,
+               certificates, user, directories); print every problem, exit 1
+               if there was any; start nothing (for ExecReload, packages)
+"""
+USAGE = HEADER + OPTIONS.replace("\nexample:", WHOLE_LINE + "\nexample:")
 
 # option -> (Settings field, minimum value)
 NUMBERS = {"-b": ("blacklist_time", 0), "-c": ("clients_max", 1),
@@ -91,8 +99,11 @@ STRINGS = {"-B": "abuse", "-C": "control", "-e": "emergency", "-j": "chroot",
 
 def _docopt_error(exc, argv):
     text = str(exc).splitlines()[0] if str(exc) else ""
-    m = re.search(r"Option\('([^']+)'", text)
+    m = re.search(r"Option\((?:'([^']+)'|None), (?:'([^']+)'|None)", text)
     if "unmatched" in text and m:
+        return f"unknown option {m.group(1) or m.group(2)} (see pen --help)"
+    m = re.match(r"(--\S+?) is not (?:a unique prefix|recognized)", text)
+    if m:
         return f"unknown option {m.group(1)} (see pen --help)"
     m = re.match(r"(\S+) requires argument", text)
     if m:
@@ -128,9 +139,16 @@ def parse_args(argv):
     if args["LISTEN"]:
         st.listen = parse_listen(args["LISTEN"])
     elif not (st.cfgfile or st.options):
-        raise ConfigError("missing listen address (expected [host:]port or /path/to/socket)")
+        raise MissingListen("missing listen address (expected [host:]port or /path/to/socket)")
     st.backends = list(args["SERVER"])
+    if st.ssl_protocol is not None:
+        from .tls import parse_protocol
+        parse_protocol(st.ssl_protocol)      # -L: a bad name is an error, -E or not
     return st
+
+
+class MissingListen(ConfigError):
+    """No listen address: pen prints its usage."""
 
 
 def build_state(st):
@@ -156,14 +174,28 @@ def main(argv=None):
     if not argv or argv == ["--help"]:
         sys.stdout.write(USAGE)
         return 0
+    if argv == ["--hash-password"]:      # a line for admin_password_file
+        from .admin import hash_password_main
+        return hash_password_main()
+    if argv == ["--version"]:
+        from . import VERSION
+        print(f"pen {VERSION} (Python re-implementation)")
+        return 0
+    checking = argv[0] == "--check-config"
+    if checking:
+        argv = argv[1:]
     try:
         settings = parse_args(argv)
         state = build_state(settings)
+    except MissingListen as e:
+        sys.stdout.write(USAGE)              # as pen: no listen address, the usage
+        print(f"pen: {e}", file=sys.stderr)
+        return 1
     except ConfigError as e:
         print(f"pen: {e}", file=sys.stderr)
         return 1
-    from .daemon import run
-    return run(state)
+    from .daemon import check, run
+    return check(state) if checking else run(state)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,13 @@ EMFILE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class ConnLog:
-    """pen's -l log: one line per connection, to a file or over UDP."""
+    """pen's -l log: one line per connection, to a file or over UDP.
+
+    A file log keeps its directory open (Anchored), so SIGHUP reopens it by
+    name after chroot too; a file pen creates as root is handed to the -u
+    user, so that user can still reopen it after logrotate renamed it.  A
+    reopen that fails keeps the file already open (and raises, for the
+    caller to log)."""
 
     def __init__(self, target):
         self.target = target
@@ -36,32 +42,40 @@ class ConnLog:
         self.anchor = None
         if not self.is_udp(target):
             self.anchor = Anchored(target)   # reopened after chroot too
-        self.open()
+        self.file, self.sock = self._open()
 
     @staticmethod
     def is_udp(target):
         return "/" not in target and ":" in target
 
-    def open(self):
+    def _open(self):
+        """(file, sock): a new handle on the target."""
         from .addr import parse_hostport, resolve
+        from .anchor import reach
         if self.anchor is None:
             host, port = parse_hostport(self.target, what="log address")
             family, self.addr = resolve(host, port, socket.SOCK_DGRAM)
-            self.sock = socket.socket(family, socket.SOCK_DGRAM)
-            self.sock.setblocking(False)
-        else:
-            self.file = self.anchor.open("a", buffering=1)
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            return None, sock
+        f = self.anchor.open("a", buffering=1)
+        try:
+            reach.give_away(f.fileno())
+        except OSError as e:
+            log.warning("log %s: cannot hand it to the -u user: %s", self.target, e.strerror)
+        return f, None
 
     def reopen(self):
+        new = self._open()           # raises with the old file still open
         self.close()
-        self.open()
+        self.file, self.sock = new
 
     def write(self, line):
         try:
             if self.file is not None:
                 self.file.write(line + "\n")
-            else:
-                self.sock.sendto(line.encode("utf-8", "replace"), self.addr)
+            elif self.sock is not None:
+                self.sock.sendto(netlog_line(line), self.addr)   # pen's `+ ...` line
         except OSError as e:
             log.debug("log write failed: %s", e)
 
@@ -137,12 +151,20 @@ class App:
 
     def configure(self):
         """-o/-O commands, then the -F file, before binding.  Returns the
-        error lines (all of them; the caller refuses to start if any);
-        the replies of -o commands go to stdout, as pen's do."""
+        error lines (all of them): as pen 0.34.1, a bad line is reported and
+        skipped, and pen starts; only an -F file that cannot be read at all
+        raises ConfigError.  The replies of -o commands go to stdout, as
+        pen's do."""
         from . import commands
+        from .anchor import reach
         from .config import load_config
         st = self.state.settings
         errors, effects = [], []
+        if st.cfgfile:
+            try:
+                os.close(reach.open(st.cfgfile, os.O_RDONLY))
+            except OSError as e:
+                raise ConfigError(f"-F {st.cfgfile}: cannot read: {e.strerror}") from None
         for line in st.options:
             try:
                 cmd = commands.parse(line, self.state)
@@ -155,7 +177,7 @@ class App:
                     print(reply)
                 effects.extend(more)
         if st.cfgfile:
-            more, errs = load_config(st.cfgfile, self.state)
+            more, errs = load_config(st.cfgfile, self.state, opener=reach.opener)
             errors.extend(errs)
             effects.extend(more)
         errors.extend(self.run_effects(effects))
@@ -164,12 +186,13 @@ class App:
     def reload_config(self):
         """SIGHUP: run the -F file again.  Bad lines are logged as
         file:line: reason and change nothing; good lines apply."""
+        from .anchor import reach
         from .config import load_config
         st = self.state.settings
         if not st.cfgfile:
             return
-        anchor = self.cfg_anchor
-        effects, errors = load_config(anchor.path, self.state, opener=anchor.opener)
+        # reach: the path as given at startup, after detaching and chroot
+        effects, errors = load_config(st.cfgfile, self.state, opener=reach.opener)
         # SIGHUP reloads the TLS context once after this (daemon.handle_hup);
         # one rebuild per ssl_* line would only repeat it, and its errors.
         effects = [e for e in effects if e[0] != "tls"]
@@ -304,15 +327,18 @@ class App:
                                      self.run_effects, opened=opened)
 
     def write_file(self, path, text):
+        """`write` (and the -w page of `web_stats`): a temporary file beside
+        `path`, renamed over it; `path` resolves as it would at startup."""
+        from .anchor import reach
         try:
-            with open(path, "w") as f:
-                f.write(text)
+            reach.replace(path, text)
         except OSError as e:
             raise ConfigError(f"cannot write {path}: {e.strerror}") from None
 
     def include(self, path):
+        from .anchor import reach
         from .config import load_config
-        effects, errors = load_config(path, self.state)
+        effects, errors = load_config(path, self.state, opener=reach.opener)
         for error in errors:
             log.warning("%s", error)
         return errors + self.run_effects(effects)

@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from .errors import ConfigError
+from .errors import ConfigError, PenError
 
 log = logging.getLogger("pen")
 
@@ -52,10 +52,10 @@ def write_pidfile(anchor):
         raise ConfigError(f"cannot write pid file {anchor}: {e.strerror}") from None
 
 
-def remove_pidfile(anchor):
+def remove_pidfile(anchor, pid=None):
     try:
         with anchor.open() as f:
-            if f.read().strip() != str(os.getpid()):
+            if f.read().strip() != str(pid or os.getpid()):
                 return  # not ours any more
     except OSError:
         return
@@ -139,24 +139,135 @@ def wire_signals(reactor, handlers):
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
-def open_control(st):
+def open_control(st, check=False):
     """The -C socket, opened before detaching (errors print, exit 1).  As
-    pen: none when running as root without -u, and we say so."""
+    pen's manual says, pen refuses to run as root with a control port
+    unless -u is given: one line, exit 1."""
     if not st.control:
         return None
     from .addr import parse_listen
     from .control import open_socket, root_refusal
     refusal = root_refusal(st)
     if refusal:
-        print(f"pen: {refusal}", file=sys.stderr)
-        log.warning("%s", refusal)
+        raise ConfigError(refusal)
+    addr = parse_listen(st.control)
+    return None if check else open_socket(addr)
+
+
+FIXED_FDS = 32      # listener, control, log, epoll, pipes, anchors, stdio...
+FDS_PER_CONN = 4    # client, server, and a splice pipe's two ends
+
+
+def fd_warning(st, hard):
+    """The line to warn with when -x connections cannot all get their fds."""
+    import resource
+    if hard == resource.RLIM_INFINITY:
         return None
-    return open_socket(parse_listen(st.control))
+    need = st.conn_max * FDS_PER_CONN + FIXED_FDS
+    if need <= hard:
+        return None
+    return (f"-x {st.conn_max} connections may need {need} file descriptors "
+            f"({FDS_PER_CONN} each + {FIXED_FDS}), but the hard limit "
+            f"(RLIMIT_NOFILE) is {hard}: raise it (ulimit -Hn, LimitNOFILE=) "
+            f"or lower -x to {max(1, (hard - FIXED_FDS) // FDS_PER_CONN)}")
+
+
+def start_reaper(pid, pidfile, sockets):
+    """With -u, the directories of the pid file and of a Unix control
+    socket usually belong to root, and a process that dropped privileges
+    cannot remove a name there.  A small process forked before the drop
+    stays root, does nothing but wait for pen to exit (EOF on a pipe), then
+    removes the pid file (if it still names pen) and the sockets (if they
+    are still the ones pen bound).  Returns the pipe's write end, which pen
+    holds until it exits."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(r)
+        return w
+    try:
+        os.close(w)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                       signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE):
+            signal.signal(signum, signal.SIG_IGN)
+        keep = {r} | {a.dirfd for a in [pidfile, *sockets] if a is not None}
+        for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+            fd = int(name)
+            if fd > 2 and fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        while True:
+            try:
+                if not os.read(r, 64):
+                    break
+            except InterruptedError:
+                continue
+        if pidfile is not None:
+            remove_pidfile(pidfile, pid)
+        for anchor in sockets:
+            if anchor is not None:
+                anchor.unlink()
+    finally:
+        os._exit(0)
+
+
+def check(state):
+    """pen --check-config: everything a start reads and checks, nothing
+    bound, nothing started.  Every problem is printed; exit 1 if any."""
+    from .app import App
+    from .loop import Reactor
+    st = state.settings
+    setup_logging(st.debug, True)
+    problems = []
+
+    def step(fn, *args):
+        try:
+            return fn(*args)
+        except ConfigError as e:
+            problems.append(str(e))
+        except OSError as e:
+            problems.append(f"{e.filename or 'file'}: {e.strerror or e}")
+        return None
+
+    app = App(state, Reactor(st.event_backend))
+    if st.user:
+        step(resolve_user, st.user)
+    if st.chroot:
+        step(check_chroot, st.chroot)
+    if st.pidfile:
+        step(anchor_or_fail, st.pidfile, "pid file")
+    problems.extend(step(app.configure) or ())
+    if st.listen is None:
+        problems.append("no listen address (give [host:]port on the command line "
+                        "or `listen` in the config)")
+    if tls_wanted(st):
+        from . import tls
+        step(tls.check_certificates, st)
+    from .app import ConnLog
+    for path, what in ((st.logfile, "log file"), (st.webfile, "-w file")):
+        if path and not (what == "log file" and ConnLog.is_udp(path)):
+            step(anchor_or_fail, path, what)
+    step(open_control, st, True)
+    for problem in problems:
+        print(f"pen: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"pen: configuration OK{' (' + st.cfgfile + ')' if st.cfgfile else ''}")
+    return 0
+
+
+def tls_wanted(st):
+    return bool(st.ssl_cert or st.ssl_key or st.ssl_cafile or st.ssl_cadir
+                or st.ssl_require_cert or st.ssl_sni_path)
 
 
 def run(state):
     """Start checks (printed, exit 1), detach, then serve until a signal."""
+    import resource
     from . import tlsrelay
+    from .anchor import reach
     from .app import App
     from .loop import Reactor, fd_limit
 
@@ -165,30 +276,41 @@ def run(state):
     fd_limit()
     reactor = Reactor(st.event_backend)
     app = App(state, reactor)
+    pid_anchor = None
     try:
         user = resolve_user(st.user) if st.user else None
+        reach.pin(chroot=bool(st.chroot), run_as=user[:2] if user else None)
         if st.chroot:
             check_chroot(st.chroot)
         if st.pidfile:
             check_pidfile(st.pidfile)
             pid_anchor = anchor_or_fail(st.pidfile, "pid file")
-        errors = app.configure()     # -o/-O, then -F: every bad line shown
-        if errors:
-            for error in errors:
-                print(f"pen: {error}", file=sys.stderr)
-            return 1
+        # -o/-O, then -F: as pen 0.34.1, a bad line is reported and skipped
+        config_errors = app.configure()
+        for error in config_errors:
+            print(f"pen: {error}", file=sys.stderr)
+        control = open_control(st)
         tlsrelay.setup(app)          # -E: certificates checked before detaching
         app.bind()
-        control = open_control(st)
     except ConfigError as e:
         print(f"pen: {e}", file=sys.stderr)
         return 1
+    warning = fd_warning(st, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    if warning:
+        print(f"pen: warning: {warning}", file=sys.stderr)
     if not st.foreground:
         daemonize()
         setup_logging(st.debug, False)
+        for line in config_errors + ([f"warning: {warning}"] if warning else []):
+            log.warning("%s", line)  # the log gets what stderr showed
+    reaper = None
     try:
         if st.pidfile:
             write_pidfile(pid_anchor)
+        if user is not None and user[0] != os.getuid():
+            sockets = [control[1] if control else None, app.listen_anchor]
+            if pid_anchor is not None or any(sockets):
+                reaper = start_reaper(os.getpid(), pid_anchor, sockets)
         if st.chroot:
             preload_modules()        # nothing can be imported in the jail
         drop_privileges(st.chroot, user)
@@ -202,9 +324,20 @@ def run(state):
         reactor.stop()
 
     def handle_hup():
-        app.reopen_log()
-        app.reload_config()
-        tlsrelay.reload(app)         # renewed certificates; a broken one is logged
+        """Each step runs whatever the others did; a failure is logged
+        with its reason and never stops the rest."""
+        steps = (("reopening the log", app.reopen_log),
+                 (f"re-reading {st.cfgfile}", app.reload_config),
+                 ("reloading the certificates", lambda: tlsrelay.reload(app)))
+        for what, fn in steps:
+            try:
+                fn()
+            except (PenError, OSError) as e:
+                where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+                reason = getattr(e, "strerror", None) or e
+                log.error("SIGHUP: %s failed: %s%s", what, where, reason)
+            except Exception:
+                log.exception("SIGHUP: %s failed", what)
 
     wire_signals(reactor, {signal.SIGTERM: handle_term, signal.SIGINT: handle_term,
                            signal.SIGHUP: handle_hup, signal.SIGUSR1: app.write_stats})
@@ -216,6 +349,8 @@ def run(state):
     finally:
         app.shutdown()
         reactor.close()
-        if st.pidfile:
+        if pid_anchor is not None:
             remove_pidfile(pid_anchor)
+        if reaper is not None:
+            os.close(reaper)         # the reaper removes what we no longer may
     return 0

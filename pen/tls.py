@@ -584,6 +584,43 @@ def build_context(settings, ask=False):
     return check_certificates(settings, ask)
 
 
+PATH_FIELDS = ("ssl_cert", "ssl_key", "ssl_cafile", "ssl_cadir", "ssl_sni_path",
+               "ssl_key_password_file", "ssl_ocsp_response")
+
+
+def _reach_and_check(settings):
+    """check_certificates for a reload: every file named as at startup,
+    although pen has detached (chdir /) and maybe chrooted (anchor.reach).
+    OpenSSL takes path names only, so the files are read with the real root
+    as working directory and the names made relative to it; messages and
+    ssl_info still show the names as given."""
+    import copy
+    from .anchor import reach
+    with reach.outside() as where:
+        view = copy.copy(settings)
+        names = {}
+        for name in PATH_FIELDS:
+            value = getattr(settings, name)
+            if value:
+                setattr(view, name, where(value))
+                names[where(value)] = value
+        try:
+            ctx = check_certificates(view, ask=False)
+        except ConfigError as e:
+            text = str(e)
+            for seen, given in names.items():
+                text = text.replace(seen, given) if seen != given else text
+            raise ConfigError(text) from None
+    if ctx is not None and names:
+        def shown(path):
+            for seen, given in names.items():
+                if path == seen or path.startswith(seen + "/"):
+                    return given + path[len(seen):]
+            return path
+        ctx.pen_certs = [(label, shown(path), certs) for label, path, certs in ctx.pen_certs]
+    return ctx
+
+
 def reload(settings, old_ctx):
     """A fresh context for SIGHUP.  On any problem raise ConfigError (keep old_ctx).
 
@@ -593,7 +630,7 @@ def reload(settings, old_ctx):
     try:
         if not tls_enabled(settings):
             raise ConfigError("TLS is not configured: give a certificate with -E certfile")
-        return check_certificates(settings, ask=False)
+        return _reach_and_check(settings)
     except ConfigError as e:
         what = "keeping the certificates in use" if old_ctx is not None else "TLS stays off"
         raise ConfigError("TLS reload failed, %s: %s" % (what, e)) from None

@@ -4,8 +4,10 @@
     penctl -i host:port|/path/to/socket
 
 The first form sends one command, prints the reply and exits 0 (as pen's
-penctl).  When the control socket cannot be reached it prints one line
-on stderr naming the address and the reason, and exits 1.  The second form
+penctl), or 2 when pen answered with an error (a line starting with the
+command's name and a colon, or pen's "ignoring command"), so scripts can
+tell.  When the control socket cannot be reached it prints one line on
+stderr naming the address and the reason, and exits 1.  The second form
 is an interactive prompt (readline history) that sends one command per line
 until `quit` or end of input, like balance's interactive mode.
 
@@ -31,7 +33,15 @@ PROMPT = "penctl> "
 USAGE = """\
 usage: penctl host:port|/path/to/socket command [words...]
        penctl -i host:port|/path/to/socket
+
+Sends one command to pen's control socket (pen -C) and prints the reply.
+Exit status: 0 done, 1 pen could not be reached, 2 pen answered with an error.
+Commands (pen(1) and penctl(1) describe them all; `penctl ADDR help` asks pen):
+  servers, status, mode, recent, clients, conn_max, blacklist [N], timeout [N],
+  server N enable|disable|drain|blacklist T, server N address A port P ...,
+  acl N permit|deny ..., log [FILE], write [FILE], include FILE, exit
 """
+ERROR_MARKS = ("do_cmd: ignoring command", "control: ")
 INTERACTIVE_HELP = """\
 Type a pen command (servers, mode, blacklist 30, server 1 disable, ...);
 the reply is printed.  Also: mrtg_bytes N, mrtg_conns N, help, quit.
@@ -169,6 +179,21 @@ def run_command(addr, words, timeout=TIMEOUT):
     return send_command(addr, " ".join(words), timeout)
 
 
+def is_error(words, reply):
+    """Did pen refuse the command?  Its errors start with the command's
+    name and a colon ("blacklist: 'x' is not a number ...", "write: cannot
+    write ..."), or are pen's "ignoring command"; `include` answers only
+    with the problems it found."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    lines = text.splitlines()
+    if not words or not lines:
+        return False
+    if words[0] == "include":
+        return True
+    mark = words[0] + ": "
+    return any(line.startswith(mark) or line.startswith(ERROR_MARKS) for line in lines)
+
+
 def _write(out, data):
     buffer = getattr(out, "buffer", None)
     if buffer is not None:
@@ -255,7 +280,10 @@ def main(argv=None):
             sys.stdout.write(USAGE)   # as pen's penctl: usage, exit 0
             return 0
         addr = parse_address(argv[0])
-        _write(sys.stdout, run_command(addr, argv[1:]))
+        reply = run_command(addr, argv[1:])
+        _write(sys.stdout, reply)
+        if is_error(" ".join(argv[1:]).split(), reply):
+            return 2
     except PenctlError as e:
         sys.stderr.write(f"penctl: {e}\n")
         return 1

@@ -71,17 +71,33 @@ def test_bad_reload_lines_are_reported_and_change_nothing(backends, tmp_path):
     assert "Traceback" not in err
 
 
-def test_bad_config_at_startup_lists_every_bad_line(tmp_path):
+def test_bad_config_at_startup_lists_every_bad_line_and_starts(backends, tmp_path):
+    # pen 0.34.1 reports a line it cannot use and goes on; so do we
+    # (issue 9 item 5: this used to exit 1).
+    (a,) = backends(1)
     cfg = tmp_path / "pen.cfg"
-    cfg.write_text("blacklist abc\nroundrobin\nserver x\n")
-    r = subprocess.run([sys.executable, "-m", "pen", "-f", "-F", str(cfg), "-o", "timeout -1",
+    cfg.write_text("blacklist abc\nblacklist 17\nserver x\n")
+    port, ctl = free_port(), free_port()
+    p = Pen(["-u", ME, "-C", f"127.0.0.1:{ctl}", "-F", str(cfg), "-o", "timeout -1",
+             f"127.0.0.1:{port}", a.spec], port=port)
+    try:
+        assert banner(port) == "S0"
+        assert wait_until(lambda: listening(ctl))
+        assert penctl(ctl, "blacklist") == "17\n"          # the good line applied
+    finally:
+        rc, err = p.stop()
+    lines = [l for l in err.strip().splitlines() if l.startswith("pen: ")]
+    assert len(lines) == 3, err
+    assert lines[0].startswith("pen: -o 'timeout -1': ")
+    assert lines[1].startswith(f"pen: {cfg}:1: ") and lines[2].startswith(f"pen: {cfg}:3: ")
+
+
+def test_unreadable_config_file_stops_startup(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pen", "-f", "-F", str(tmp_path / "none.cfg"),
                         f"127.0.0.1:{free_port()}", "127.0.0.1:9"],
                        capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 1
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 3, r.stderr
-    assert lines[0].startswith("pen: -o 'timeout -1': ")
-    assert lines[1].startswith(f"pen: {cfg}:1: ") and lines[2].startswith(f"pen: {cfg}:3: ")
+    assert r.stderr == f"pen: -F {tmp_path / 'none.cfg'}: cannot read: No such file or directory\n"
 
 
 def test_listen_address_from_the_config_file(pen, backends, tmp_path):
