@@ -4,9 +4,13 @@ Name resolution (getaddrinfo) happens here, once, when the configuration is
 read; nothing on the event loop resolves names.
 """
 
+import os
 import socket
 
 from .errors import ConfigError
+
+UNIX_PATH_MAX = 107       # sun_path holds 108 bytes with the terminating NUL
+UNIX_PORT = 1             # the port pen shows for a Unix-socket server
 
 
 def parse_port(text, what="port"):
@@ -82,16 +86,37 @@ def parse_listen(text):
         if rest is None:
             raise ConfigError(f"listen address {text!r}: missing port after ']'")
         return ListenAddr("inet", host, parse_port(rest, f"listen address {text!r}: port"))
+    # As pen does, the last colon separates the port: `::1:8080` is [::1]:8080.
     host, sep, rest = text.rpartition(":")
     if not sep:
         return ListenAddr("inet", None, parse_port(text, f"listen address {text!r}: port"))
-    if ":" in host:
-        raise ConfigError(f"listen address {text!r}: write IPv6 addresses as [addr]:port")
+    if ":" in host and not is_ipv6(host):
+        raise ConfigError(f"listen address {text!r}: {host!r} is not an IPv6 address "
+                          "(expected ADDR:PORT, [ADDR]:PORT or PORT)")
     return ListenAddr("inet", host or None, parse_port(rest, f"listen address {text!r}: port"))
 
 
+def is_ipv6(text):
+    try:
+        socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def is_unix_path(host):
+    """pen's rule: an address containing '/' is a Unix-domain socket path."""
+    return host is not None and "/" in host
+
+
 def resolve(host, port, socktype=socket.SOCK_STREAM, passive=False):
-    """(family, sockaddr) for host:port; a clear ConfigError if it fails."""
+    """(family, sockaddr) for host:port; a clear ConfigError if it fails.
+    A host containing '/' is a Unix-domain socket path (the port is unused)."""
+    if is_unix_path(host):
+        if len(os.fsencode(host)) > UNIX_PATH_MAX:
+            raise ConfigError(f"Unix socket path {host!r} is too long "
+                              f"(at most {UNIX_PATH_MAX} bytes)")
+        return socket.AF_UNIX, host
     flags = socket.AI_NUMERICSERV | (socket.AI_PASSIVE if passive else 0)
     try:
         infos = socket.getaddrinfo(host, port, 0, socktype, 0, flags)

@@ -14,6 +14,7 @@ from . import balance
 from .acl import ACLS_MAX
 from .anchor import Anchored
 from .errors import CommandError, ConfigError, PenError
+from .netlog import netlog_line
 from .http import XForwardedFor
 from .listen import bind_listener
 from .loop import EVENT_READ

@@ -38,9 +38,9 @@ log = logging.getLogger("pen")
 MAX_LINE = 4096           # pen's own control buffer
 CLIENT_TIMEOUT = 10.0     # seconds for one control conversation
 MAX_CLIENTS = 64
-ACCEPT_BATCH = 16
+ACCEPT_BATCH = 128        # accepts per wakeup: a burst drains in a few turns
 RECV_SIZE = 4096
-BACKLOG = 50
+BACKLOG = 500             # as the data listener's (-q): a burst of connects fits
 ACCEPT_BACKOFF = 0.1       # seconds the listener rests when out of fds
 ROOT_REFUSAL = ("Won't open control port running as root; "
                 "use -u to run as different user (-u root to insist)")

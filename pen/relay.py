@@ -359,11 +359,11 @@ class Conn:
         st = app.state.settings
         if st.keepalive:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if st.tcp_nodelay:
+        if st.tcp_nodelay and server.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if st.transparent:
             self._bind_transparent(sock, server.family)
-        elif app.source_ip is not None:
+        elif app.source_ip is not None and server.family != socket.AF_UNIX:
             try:
                 sock.bind((app.source_ip, 0))
             except OSError as e:

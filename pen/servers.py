@@ -2,7 +2,7 @@
 
 import socket
 
-from .addr import parse_port, resolve, split_host
+from .addr import UNIX_PORT, is_unix_path, parse_port, resolve, split_host
 from .errors import ConfigError
 
 SPEC_FIELDS = ("port", "max", "hard", "weight", "prio")
@@ -40,7 +40,10 @@ class Server:
         return self.sockaddr[0] if self.sockaddr else self.host
 
     def set_address(self, host, port, socktype=socket.SOCK_STREAM):
+        """A host containing '/' is a Unix-domain socket; pen shows its port as 1."""
         self.family, self.sockaddr = resolve(host, port, socktype)
+        if self.family == socket.AF_UNIX:
+            port = UNIX_PORT
         self.host, self.port = host, port
 
     def __repr__(self):
@@ -48,7 +51,8 @@ class Server:
 
 
 def parse_backend(text, default_port, index=0, socktype=socket.SOCK_STREAM):
-    """'host[:port[:maxc[:hard[:weight[:prio]]]]]' -> a resolved Server."""
+    """'host[:port[:maxc[:hard[:weight[:prio]]]]]' -> a resolved Server.
+    A host containing '/' is a Unix-domain socket path (the port is ignored)."""
     host, rest = split_host(text)
     if not host:
         raise ConfigError(f"backend {text!r}: missing host "
@@ -67,6 +71,8 @@ def parse_backend(text, default_port, index=0, socktype=socket.SOCK_STREAM):
         else:
             values[name] = int(part)
     port = values.pop("port", default_port)
+    if is_unix_path(host):
+        port = UNIX_PORT
     if not port:
         raise ConfigError(f"backend {text!r}: no port given and the listen "
                           "address has none to default to")

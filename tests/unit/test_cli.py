@@ -40,7 +40,7 @@ def test_h_means_hash_not_help():
     (["-c", "-3", "80"], "option -c"),
     (["-f"], "missing listen address"),
     (["99999"], "out of range"),
-    (["::1:80"], "write IPv6 addresses as [addr]:port"),
+    (["fe::zz:80"], "'fe::zz' is not an IPv6 address"),
 ])
 def test_bad_command_lines(argv, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -50,7 +50,7 @@ def test_bad_command_lines(argv, message):
 @pytest.mark.parametrize("text,expect", [
     ("80", "80"), ("127.0.0.1:80", "127.0.0.1:80"), ("[::1]:80", "[::1]:80"),
     (":::80", "[::]:80"), ("[::]:80", "[::]:80"), ("/tmp/pen.sock", "/tmp/pen.sock"),
-    ("smtp", "25"),
+    ("smtp", "25"), ("::1:80", "[::1]:80"), ("::ffff:127.0.0.1:80", "[::ffff:127.0.0.1]:80"),
 ])
 def test_listen_forms(text, expect):
     assert str(parse_listen(text)) == expect
@@ -65,7 +65,16 @@ def test_backend_spec_fields():
     assert parse_backend("localhost:80", 1).addr == "127.0.0.1"
 
 
+def test_backend_with_a_slash_is_a_unix_socket():
+    s = parse_backend("/run/app.sock", 80)
+    assert (s.family, s.sockaddr, s.host, s.port) == (socket.AF_UNIX, "/run/app.sock",
+                                                      "/run/app.sock", 1)   # pen shows port 1
+    s = parse_backend("/run/b.sock:81:5:6:7", None)      # the port is ignored, as pen does
+    assert (s.sockaddr, s.port, s.max, s.hard, s.weight) == ("/run/b.sock", 1, 5, 6, 7)
+
+
 @pytest.mark.parametrize("text,message", [
+    ("/" + "x" * 200, "Unix socket path .* is too long"),
     ("127.0.0.1:80:x", "max 'x'"), ("127.0.0.1:80:1:2:3:4:5", "too many fields"),
     (":80", "missing host"), ("[::1", "missing ']'"), ("127.0.0.1:0", "out of range"),
     ("127.0.0.1:nosuchservice", "not a number or a known service"),

@@ -161,10 +161,11 @@ def test_log_and_web_stats(state):
 def test_recent(state):
     state.clients.touch("10.0.0.1", NOW - 10, 0)
     e = state.clients.touch("10.0.0.2", NOW - 1000, 0)
-    e.sx, e.rx = 60, 70
+    e.sx, e.rx = 60, 70      # 60 bytes went to the server, 70 came back
     assert reply(state, "recent") == ["10.0.0.1 connects 1 sx 0 rx 0"]   # observed format
+    # pen's sx is what was sent to the client, rx what came from it
     assert reply(state, "recent 5000") == ["10.0.0.1 connects 1 sx 0 rx 0",
-                                           "10.0.0.2 connects 1 sx 60 rx 70"]
+                                           "10.0.0.2 connects 1 sx 70 rx 60"]
     assert reply(state, "recent 0") == []
 
 
