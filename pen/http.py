@@ -199,7 +199,8 @@ class Framer:
     """The body state machine both directions share."""
 
     __slots__ = ("state", "held", "remaining", "on_head", "exchange",
-                 "error", "trailer_size", "sent_head", "STATUS")
+                 "error", "trailer_size", "sent_head")
+    STATUS = 0      # the status of this direction's errors
 
     def __init__(self, on_head=None, exchange=None):
         self.state = START
@@ -215,6 +216,11 @@ class Framer:
     def tunnel(self):
         """True once everything passes through untouched."""
         return self.state == TUNNEL
+
+    @property
+    def idle(self):
+        """True between messages with nothing held (or before the first)."""
+        return self.state in (START, HEAD) and not self.held
 
     def feed(self, data):
         state = self.state
@@ -232,8 +238,8 @@ class Framer:
         try:
             self._run(data, out)
         except HttpError as e:
-            if self.sent_head:
-                e.reply = b""
+            if self.sent_head and self.STATUS == 502:
+                e.reply = b""   # the client has part of this response already
             self.error = e
             self.state = FAILED
             self.held = b""
@@ -270,6 +276,7 @@ class Framer:
                 out.append(data[pos:pos + take] if pos or take != n else data)
                 pos += take
             elif state == HEAD:
+                self.sent_head = False
                 if data.startswith(b"\r\n", pos):
                     # Blank lines between messages are passed on as they are.
                     out.append(b"\r\n")
@@ -279,7 +286,6 @@ class Framer:
                 if end < 0:
                     self._hold_head(data, pos)
                     return
-                self.sent_head = False
                 out.append(self._head(data[pos:end + 4]))
                 self.sent_head = True
                 pos = end + 4
