@@ -243,6 +243,10 @@ class Figures:
         if over and self.win_size == over:
             n = len(self.window)
             total = self.win_bytes if kind == "bysize" else self.win_seconds
+        elif over and self.window:      # `over` just changed: the last ones kept
+            last = list(self.window)[-over:]
+            n = len(last)
+            total = sum(b if kind == "bysize" else d for b, d in last)
         else:
             n = self.count
             total = self.bytes if kind == "bysize" else self.seconds

@@ -144,6 +144,7 @@ def test_changing_over_rebuilds_the_window():
     for n in (10, 20, 30, 40):
         f.record(n, 0, 4)
     assert f.figure("bysize", 4) == 25
+    assert f.figure("bysize", 2) == 35   # asked before the next record: 30, 40
     f.record(50, 0, 2)            # window shrinks to the last 2: 40, 50
     assert f.figure("bysize", 2) == 45
     assert f.figure("bysize", 0) == 30   # all since start
