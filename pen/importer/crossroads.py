@@ -423,11 +423,13 @@ def emit(svc, findings, source, cfg_path):
     words = ["pen"]
     if svc.backlog:
         words += ["-q", str(svc.backlog)]
-    words += ["-F", cfg_path, listen_address(svc.bindto, svc.port)]
+    listen = listen_address(svc.bindto, svc.port)
+    words += ["-F", cfg_path, listen]
     command = shell_line(words)
     lines = [f"# Crossroads service {svc.name} ({source} line {svc.block.line}), "
              "imported by pen-import",
              f"# run: {command}",
+             f"listen {listen}",
              "# Crossroads does not remember clients: plain round robin, no tracking",
              "roundrobin"]
     if svc.debug:
