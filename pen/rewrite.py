@@ -126,7 +126,8 @@ class Rule:
 
     def line(self):
         """The rule as `header` lists it and `write` dumps it (after `header `)."""
-        return '%s %s "%s"' % (self.action, self.direction, self.text)
+        text = self.text.replace("\\", "\\\\").replace('"', '\\"')
+        return '%s %s "%s"' % (self.action, self.direction, text)
 
     def value(self, ctx):
         if self.static is not None:
@@ -160,6 +161,51 @@ def forwarded_rules(proto="http"):
     client appended to what came before)."""
     return (Rule("set", "server", "X-Forwarded-Proto: " + proto),
             Rule("append", "server", "X-Forwarded-For: %r"))
+
+
+def rule_from_words(word, args):
+    """A Rule from a command's words after `header`: ACTION DIRECTION then
+    the text, one quoted word (or, from a splitter without quotes, the
+    pieces, joined and unquoted)."""
+    if len(args) < 3 or (args[0] == "delete" and len(args) > 3):
+        raise RuleError('%s: expected add|append|set|delete server|client "Name: value" '
+                        "(delete takes just the name)" % word)
+    text = " ".join(args[2:])
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    try:
+        return Rule(args[0], args[1], text)
+    except RuleError as e:
+        raise RuleError(str(e).replace("header:", word + ":", 1)) from None
+
+
+def http_mode(settings):
+    """HTTP processing is on while `http` is, or any rule or sticky_cookie."""
+    return bool(settings.http or settings.header_rules or settings.server_header_rules
+                or settings.sticky_cookie)
+
+
+def server_cookie(settings, idx):
+    """Server idx's sticky cookie value: `server N cookie VALUE`, else sN."""
+    return settings.server_cookies.get(idx) or "s%d" % idx
+
+
+def rules_for(settings, idx):
+    """(server rules, client rules) for a connection to server idx: the
+    global rules, then that server's, each in the order they were made."""
+    rules = settings.header_rules + settings.server_header_rules.get(idx, ())
+    return (tuple(r for r in rules if r.direction == "server"),
+            tuple(r for r in rules if r.direction == "client"))
+
+
+def rewriter_for(settings, idx, client_ip, tls=False):
+    """The Rewriter of one connection to server idx."""
+    server_rules, client_rules = rules_for(settings, idx)
+    cookie = None
+    if settings.sticky_cookie:
+        cookie = (settings.sticky_cookie, server_cookie(settings, idx))
+    return Rewriter(client_ip, server_rules, client_rules, forwarded=settings.http,
+                    proto="https" if tls else "http", cookie=cookie)
 
 
 def check_cookie_name(name):
