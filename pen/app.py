@@ -124,7 +124,7 @@ class App:
                         "write": self.write_file, "include": self.include,
                         "debug": self.set_debug, "conn_max": self.conn_max_changed,
                         "source": self.set_source, "tls": self.reload_tls,
-                        "ssl_info": self.ssl_info}
+                        "ssl_info": self.ssl_info, "admin": self.set_admin}
 
     # --- setup ------------------------------------------------------------------------
     def bind(self):
@@ -598,3 +598,19 @@ class App:
         conn = self.state.conns.get(conn_id)
         if conn is not None:
             conn.close()
+
+    # --- admin web listener (pen/admin.py) -------------------------------------------
+    admin = None        # the AdminServer while admin_listen is set
+
+    def set_admin(self, addr):
+        """`admin_listen ADDR`: open the new listener first, then close the
+        old one (raises ConfigError, and the old one stays); None closes it.
+        The same address again (SIGHUP re-reads the config) changes nothing."""
+        from .admin import AdminServer
+        st = self.state.settings
+        if addr is not None and self.admin is not None and self.admin.addr == addr:
+            return
+        new = AdminServer(self.reactor, self.state, addr, self.run_effects) if addr else None
+        if self.admin is not None:
+            self.admin.close()
+        self.admin, st.admin_listen = new, addr

@@ -911,6 +911,69 @@ NO_HANDLERS.update({"trafficlog": clear("trafficlog", ("dumps",)),       # issue
                     "throughputlog": clear("throughputlog", ("dumps",))})
 
 
+# --- admin web listener (pen/admin.py) ------------------------------------------------------
+# Effect ("admin", ListenAddr or None): open the admin listener there (the
+# App sets settings.admin_listen once it is bound) or close it.  The password
+# file is read and checked here, so a bad one changes nothing.
+
+
+def cmd_admin_listen(word, args, state):
+    arity(word, args, 1, "admin_listen [[ADDRESS:]PORT | /path/to/socket]")
+    if not args:
+        return Command(word, lambda state, now, wall: (
+            [str(state.settings.admin_listen)] if state.settings.admin_listen else [], []))
+    try:
+        addr = parse_listen(args[0])
+    except ConfigError as e:
+        raise CommandError(f"admin_listen: {e}") from None
+    return Command(word, lambda state, now, wall: ([], [("admin", addr)]))
+
+
+def cmd_admin_password_file(word, args, state):
+    arity(word, args, 1, "admin_password_file [FILE]")
+    if not args:
+        return show(word, "admin_password_file")
+    from .admin import read_password_file     # admin imports this module
+    try:
+        entries = read_password_file(args[0])
+    except ValueError as e:
+        raise CommandError(f"admin_password_file: {e}") from None
+
+    def run(state, now, wall):
+        state.settings.admin_password_file = args[0]
+        state.settings.admin_passwords = entries
+        return NOTHING
+    return Command(word, run)
+
+
+def cmd_no_admin_password_file(word, args, state):
+    arity(word, args, 0, word)
+
+    def run(state, now, wall):
+        state.settings.admin_password_file = None
+        state.settings.admin_passwords = ()
+        return NOTHING
+    return Command(word, run)
+
+
+SUMMARIES.update({
+    "admin_listen": "admin_listen [[ADDRESS:]PORT | PATH]: the admin web page's address",
+    "admin_acl": "admin_acl [N]: the ACL admin web clients must pass",
+    "admin_password_file": "admin_password_file [FILE]: hashes (pen --hash-password) "
+                           "for the admin page's Basic login",
+})
+HANDLERS.update({
+    "admin_listen": cmd_admin_listen,
+    "admin_acl": setting("admin_acl", "ACL number", 0, aclmod.ACLS_MAX - 1,
+                         usage="admin_acl [N]"),
+    "admin_password_file": cmd_admin_password_file,
+})
+NO_HANDLERS.update({
+    "admin_listen": clear("admin_listen", ("admin", None)),
+    "admin_password_file": cmd_no_admin_password_file,
+})
+# --- end admin web listener -----------------------------------------------------------------
+
 def cmd_no(word, args, state):
     if not args:
         raise CommandError("no: expected a setting to turn off (like 'no hash')")

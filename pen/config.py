@@ -168,6 +168,13 @@ def dump(state, path=None, wall=None):
     lines += [f"server {i} trafficlog {path}"
               for i, path in sorted(st.server_trafficlogs.items()) if i < len(state.servers)]
     # --- end issue 11 ---
+    # admin web listener (pen/admin.py)
+    if st.admin_listen is not None:
+        lines.append(f"admin_listen {st.admin_listen}")
+    if st.admin_acl:
+        lines.append(f"admin_acl {st.admin_acl}")
+    if st.admin_password_file:
+        lines.append(f"admin_password_file {st.admin_password_file}")
     lines += [f"server {i} disable" for i, s in enumerate(state.servers) if s.disabled]
     return lines
 

@@ -80,6 +80,13 @@ class Settings:
     # penctl commands (pen/commands.py)
     client_acl: int = 0                             # client_acl N
     control_acl: int = 0                            # control_acl N
+    # --- admin web listener (pen/admin.py) ---
+    admin_listen: object = None                     # admin_listen: ListenAddr, once bound
+    admin_acl: int = 0                              # admin_acl N
+    admin_password_file: str = None                 # admin_password_file FILE
+    # its checked (name or None, scrypt hash) entries; never dumped
+    admin_passwords: tuple = field(default=(), repr=False, compare=False)
+    # --- end admin ---
     tarpit_acl: int = -1                            # tarpit_acl N (DSR only; stored)
     abort_on_error: bool = False                    # abort_on_error
     dummy: bool = False                             # dummy (act as a web server)
