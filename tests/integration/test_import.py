@@ -353,6 +353,46 @@ def start_words(pen, words, port):
     return ctl
 
 
+# `server N WORD ...` lines belong to the feature of this top-level command
+SERVER_WORDS = {"decay": "bysize", "cookie": "sticky_cookie", "header": "header",
+                "trafficlog": "trafficlog", "on_success": "on_success",
+                "on_failure": "on_failure"}
+
+
+def pen_knows(ctl):
+    """The command words of this pen's `help`."""
+    return {line.split()[0] for line in penctl(ctl, "help").splitlines() if line.strip()}
+
+
+def pen_writes(ctl, tmp_path):
+    """The lines of pen's `write`."""
+    path = tmp_path / "written.cfg"
+    penctl(ctl, "write", str(path))
+    return path.read_text().splitlines()
+
+
+def assert_kept(ctl, tmp_path, cfg):
+    """pen's own `write` gives back every imported setting whose command
+    this pen knows (`help`; features still being built are skipped until
+    they land).  Server lines are compared through `servers` instead."""
+    known, written = pen_knows(ctl), set(pen_writes(ctl, tmp_path))
+    checked = 0
+    for line in cfg.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#") or words[0] == "listen":
+            continue
+        if words[0] == "server":
+            if words[2] == "address":
+                continue
+            feature = SERVER_WORDS[words[2]]
+        else:
+            feature = words[0]
+        if feature in known:
+            assert line in written, f"{line!r} not in pen's write:\n" + "\n".join(sorted(written))
+            checked += 1
+    return checked
+
+
 def crossroads(tmp_path, pen, sample, port, **values):
     """Import a sample, start pen with the printed command; returns
     (ctl port, config text, pen-import stderr)."""
@@ -366,7 +406,9 @@ def crossroads(tmp_path, pen, sample, port, **values):
     assert words[-1].endswith(str(port))
     (cfg,) = out.iterdir()
     assert words[words.index("-F") + 1] == str(cfg)
-    return start_words(pen, words, port), cfg.read_text(), proc.stderr
+    ctl, text = start_words(pen, words, port), cfg.read_text()
+    assert_kept(ctl, tmp_path, text)
+    return ctl, text, proc.stderr
 
 
 def names(port, n):
@@ -447,6 +489,8 @@ def test_section_5_5_1_most_settings(tmp_path, pen, backends):
         (str(bs[0].port), "0", "2"), (str(bs[1].port), "0", "1"), (str(bs[2].port), "10", "2")]
     assert "server 1 on_success \"echo 'success on backend 2' | mail root\"" in cfg
     assert f"server 2 trafficlog {dump}" in cfg.splitlines()
+    # roundrobin, debug, byduration over 5, conn_max, idle_timeout, 3 decays, trafficlog
+    assert assert_kept(ctl, tmp_path, cfg) >= 9
     assert banner(port) in ("S0", "S1", "S2")
 
 
@@ -634,3 +678,14 @@ def test_balance_bad_arguments():
     assert "argument 2" in proc.stderr and "host[:port[:maxc]]" in proc.stderr
     proc = run_import("balance", "-i", "80")
     assert proc.returncode == 1 and "penctl" in proc.stderr
+
+
+def test_balance_autodisable(tmp_path, pen, backends):
+    (a,) = backends(1)
+    port = free_port()
+    words, _ = balance("-a", port, a.spec)
+    assert words[words.index("-o") + 1] == "autodisable"
+    ctl = start_words(pen, words, port)
+    assert banner(port) == "S0"
+    if "autodisable" in pen_knows(ctl):          # SPEC 10.2, being built alongside
+        assert "autodisable" in pen_writes(ctl, tmp_path)
