@@ -178,11 +178,11 @@ def content_length(values, status):
             item = item.strip(b" \t")
             if not item.isdigit() or len(item) > 18:
                 raise HttpError(status, "invalid Content-Length %r" % item[:40])
-            n = int(item)
-            if length is not None and n != length:
+            # Repeats must be the same text: "010" and "10" agree only in decimal.
+            if length is not None and item != length:
                 raise HttpError(status, "differing Content-Lengths")
-            length = n
-    return length
+            length = item
+    return int(length)
 
 
 def chunked_last(values, status):

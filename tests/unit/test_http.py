@@ -433,3 +433,9 @@ def test_a_bad_second_response_still_gets_a_reply():
     assert framer.feed(b"HTTP/1.1 204 No Content\r\n\r\n") == b"HTTP/1.1 204 No Content\r\n\r\n"
     assert framer.feed(b"HTTP/1.1 200 OK\nX: y\n\n") == b""
     assert framer.error.reply.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+
+
+def test_repeated_content_lengths_must_be_the_same_text():
+    framer = RequestFramer(None, Exchange())
+    framer.feed(b"POST / HTTP/1.1\r\nContent-Length: 010\r\nContent-Length: 10\r\n\r\n")
+    assert framer.error.status == 400

@@ -151,3 +151,58 @@ def test_random_bytes_to_a_response_framer(prefix, data, points, method, upgrade
     ex.seen = True
     ex.queue.append((method, upgrade, None))
     feed_noise(ResponseFramer(ex), cut(prefix + data, points))
+
+
+def h11_requests(data):
+    """(target, body) of each request h11 finds in `data`, or None when h11
+    refuses the stream (a refusal is no disagreement)."""
+    import h11
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    found, body = [], b""
+    try:
+        for _ in range(100):
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                return found
+            if isinstance(event, h11.Request):
+                target, body = event.target, b""
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                found.append((target, body))
+                conn.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
+                conn.send(h11.EndOfMessage())
+                conn.start_next_cycle()
+    except h11.RemoteProtocolError:
+        return None
+    return found
+
+
+tricky_headers = st.lists(st.sampled_from([
+    b"Content-Length: 3\r\n", b"Content-Length: 03\r\n", b"Content-Length: 3, 3\r\n",
+    b"Content-Length: 4\r\n", b"Transfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: Chunked\r\n", b"Transfer-Encoding: identity\r\n",
+    b"X: a\r\n", b"X:  spaced  \r\n"]), max_size=3)
+tricky_bodies = st.lists(st.sampled_from([
+    b"abc", b"3\r\nabc\r\n0\r\n\r\n", b"0\r\n\r\n", b"1;e=1\r\nx\r\n0\r\nT: 1\r\n\r\n",
+    b"\r\n", b"abcd"]), max_size=2).map(b"".join)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(tricky_headers, tricky_bodies), min_size=1, max_size=3))
+def test_what_we_forward_h11_frames_the_same_way(messages):
+    """No request smuggling: whenever our framer passes a stream on whole,
+    h11 (an independent, strict parser) either refuses it or finds the
+    same requests with the same bodies."""
+    data = b"".join(b"POST /%d HTTP/1.1\r\nHost: x\r\n%s\r\n%s" % (i, b"".join(h), body)
+                    for i, (h, body) in enumerate(messages))
+    bodies = []
+    framer = RequestFramer(lambda h: bodies.append(h.target) or h, Exchange())
+    out = framer.feed(data)
+    if framer.error is not None or not framer.idle:
+        return
+    theirs = h11_requests(out)
+    if theirs is None:
+        return
+    assert [t for t, _ in theirs] == bodies
