@@ -4,28 +4,17 @@ commands ask for.  It wires pure modules (balance, commands) to the fds
 (relay, udp, control) on one Reactor.
 """
 
-import errno
 import logging
 import os
 import socket
 import time
 
-from . import balance
-from .acl import ACLS_MAX
 from .anchor import Anchored
 from .errors import CommandError, ConfigError, PenError
 from .netlog import netlog_line
-from .http import XForwardedFor
-from .listen import bind_listener
-from .loop import EVENT_READ
-from .relay import Conn, Dummy, Pools
+from .service import Service
 
 log = logging.getLogger("pen")
-
-ACCEPT_BACKOFF = 0.1     # seconds a listener rests after EMFILE/ENFILE
-WARN_EVERY = 10.0        # seconds between repeated resource warnings
-IDLE_SWEEP = 1.0         # seconds between idle_timeout checks
-EMFILE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class ConnLog:
@@ -95,46 +84,46 @@ class ConnLog:
             self.anchor.close()
 
 
+def _service_attr(name):
+    """An App attribute that lives on its Service (the listener, TLS
+    context, ...): read and written through."""
+    return property(lambda app: getattr(app.service, name),
+                    lambda app, value: setattr(app.service, name, value))
+
+
 class App:
-    """One balancer: state + reactor + listener(s) + connections."""
+    """The process: one Service (listener, admission, connections), the
+    control socket, the effects that commands ask for, reloads, shutdown."""
+
+    listener = _service_attr("listener")
+    listen_anchor = _service_attr("listen_anchor")
+    udp = _service_attr("udp")
+    pools = _service_attr("pools")
+    conn_log = _service_attr("conn_log")
+    tls_context = _service_attr("tls_context")
+    conn_class = _service_attr("conn_class")
 
     def __init__(self, state, reactor):
         self.state = state
         self.reactor = reactor
-        self.pools = Pools()
-        self.listener = None
-        self.listening = False      # registered for accept
-        self.backoff = None         # Timer while paused after EMFILE
-        self.last_warning = -WARN_EVERY
-        self.udp = None
-        self.conn_log = None
-        self.source_ip = None
-        self.tls_context = None
-        self.conn_class = Conn      # tlsrelay.TlsConn when terminating TLS
-        self.next_id = 0
-        self.free_ids = []
-        self.active = 0
-        self.pending = 0            # connects in progress (pending_max)
+        self.service = Service(state, reactor)
         self.control = None
-        self.cfg_anchor = self.web_anchor = self.listen_anchor = None
-        self.on_accept = self._on_accept
+        self.cfg_anchor = self.web_anchor = None
+        service = self.service
         # commands.py's effects (documented there) -> the method doing each
-        self.effects = {"listen": self.rebind, "exit": self.stop,
-                        "close": self.close_conn, "log": self.set_log,
+        self.effects = {"listen": service.rebind, "exit": self.stop,
+                        "close": service.close_conn, "log": self.set_log,
                         "write": self.write_file, "include": self.include,
-                        "debug": self.set_debug, "conn_max": self.conn_max_changed,
+                        "debug": self.set_debug, "conn_max": service.conn_max_changed,
                         "source": self.set_source, "tls": self.reload_tls,
                         "ssl_info": self.ssl_info, "admin": self.set_admin}
+        self.effects["dumps"] = self.set_dumps      # issue 11: trafficlog, throughputlog
 
     # --- setup ------------------------------------------------------------------------
     def bind(self):
         """Open the listening socket; raises ConfigError (before detaching)."""
         st = self.state.settings
-        if st.listen is None:
-            raise ConfigError("no listen address (give [host:]port on the "
-                              "command line or `listen` in the config)")
-        self.listener = bind_listener(st.listen, udp=st.udp, backlog=st.backlog)
-        self.listen_anchor = self._claim(st.listen)
+        self.service.bind()
         try:
             if st.logfile and self.conn_log is None:
                 self.conn_log = ConnLog(st.logfile)
@@ -144,11 +133,6 @@ class App:
                 self.web_anchor = Anchored(st.webfile)
         except OSError as e:
             raise ConfigError(f"{e.filename or 'file'}: {e.strerror}") from None
-
-    @staticmethod
-    def _claim(addr):
-        """The Unix socket file we just bound, to remove on exit."""
-        return Anchored(addr.path, claim=True) if addr.kind == "unix" else None
 
     def configure(self):
         """-o/-O commands, then the -F file, before binding.  Returns the
@@ -216,76 +200,6 @@ class App:
             except OSError as e:
                 log.error("cannot write %s: %s", self.web_anchor, e.strerror)
 
-    def start(self):
-        st = self.state.settings
-        if st.udp:
-            from .udp import UdpRelay
-            self.udp = UdpRelay(self, self.listener)
-        else:
-            self._listen()
-        self.reactor.call_later(IDLE_SWEEP, self._idle_sweep)
-
-    def _idle_sweep(self):
-        """idle_timeout: close relayed connections that moved no byte for
-        that many seconds.  Compares byte totals once a second, so nothing
-        is timestamped per event."""
-        self.reactor.call_later(IDLE_SWEEP, self._idle_sweep)
-        idle = self.state.settings.idle_timeout
-        if not idle:
-            return
-        now = time.monotonic()
-        for conn in list(self.state.conns.values()):
-            if conn.c2s is None:
-                continue
-            moved = conn.c2s.total + conn.s2c.total
-            if moved != conn.seen or not conn.idle_since:
-                conn.seen, conn.idle_since = moved, now
-            elif now - conn.idle_since >= idle:
-                log.debug("conn %d: idle for %ds, closing", conn.id, idle)
-                conn.close()
-
-    def _listen(self):
-        if not self.listening and self.listener is not None:
-            self.reactor.register(self.listener, EVENT_READ, self.on_accept)
-            self.listening = True
-
-    def _pause(self):
-        if self.listening:
-            self.reactor.unregister(self.listener)
-            self.listening = False
-
-    def _resume(self):
-        self.backoff = None
-        if not self._full():
-            self._listen()
-
-    def _full(self):
-        st = self.state.settings
-        return self.active >= st.conn_max or self.pending >= st.pending_max
-
-    def rebind(self, addr):
-        """`listen [addr:]port`: open the new listener first; only if that
-        worked, close the old one (raises ConfigError otherwise)."""
-        st = self.state.settings
-        if self.listener is None:
-            st.listen = addr        # at startup (-o/-F): bind() opens it
-            return
-        new = bind_listener(addr, udp=st.udp, backlog=st.backlog)
-        self._pause()
-        if self.udp is not None:
-            self.udp.close_listener()
-        elif self.listener is not None:
-            self.listener.close()
-        if self.listen_anchor is not None:
-            self.listen_anchor.unlink()
-            self.listen_anchor.close()
-        self.listen_anchor = self._claim(addr)
-        self.listener, st.listen = new, addr
-        if st.udp:
-            self.udp.set_listener(new)
-        else:
-            self._listen()
-
     def set_log(self, target):
         if self.conn_log is not None:
             self.conn_log.release()
@@ -297,6 +211,22 @@ class App:
     def reopen_log(self):
         if self.conn_log is not None:
             self.conn_log.reopen()
+        if self.dumps is not None:      # issue 11: SIGHUP reopens the dump files
+            self.dumps.reopen()
+
+    # --- issue 11: traffic dumps (pen/dumps.py) ---------------------------------------
+    dumps = None        # the Dumps while a trafficlog/throughputlog is set
+
+    def set_dumps(self):
+        """The ("dumps",) effect: open and close dump files as the settings
+        now say; connections dump only while a file is open."""
+        from .dumps import Dumps
+        if self.dumps is None:
+            self.dumps = Dumps(self.state, self.reactor)
+        errors = self.dumps.configure()
+        self.service.dumps = self.dumps if self.dumps.active else None
+        return errors
+    # --- end issue 11 ---
 
     def run_effects(self, effects):
         """Run commands' effects in order.  Returns reply lines: what a
@@ -347,13 +277,6 @@ class App:
     def set_debug(self, level):
         log.setLevel(logging.DEBUG if level else logging.WARNING)
 
-    def conn_max_changed(self, n):
-        if not self.listening and self.backoff is None and self.active < n:
-            self._resume()
-
-    def set_source(self, ip):
-        self.source_ip = ip
-
     def reload_tls(self):
         """An ssl_* setting changed.  At startup (-o/-F) there is no context
         yet: tlsrelay.setup() builds it after them, and may ask for a key's
@@ -366,238 +289,25 @@ class App:
         from . import tls
         return tls.cert_info(self.state.settings, self.tls_context)
 
+    def start(self):
+        self.service.start()
+        self.start_checks()         # issue 10
+
+    def set_source(self, ip):
+        self.service.source_ip = ip
+
     def stop(self):
         self.reactor.stop()
 
     def shutdown(self):
         """Close everything (SIGTERM, exit)."""
-        self._pause()
-        for conn in list(self.state.conns.values()):
-            conn.close()
-        if self.udp is not None:
-            self.udp.close()
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
+        self.service.close()
+        if self.dumps is not None:      # issue 11: what is buffered reaches the disk
+            self.dumps.close()
         if self.control is not None:
             self.control.close()
         if self.conn_log is not None:
             self.conn_log.release()
-        self.pools.close()
-        if self.listen_anchor is not None:
-            self.listen_anchor.unlink()
-
-    # --- accept --------------------------------------------------------------------
-    def _on_accept(self, mask):
-        st = self.state.settings
-        listener = self.listener
-        # socket.accept() is _accept() plus a socket built from the listener's
-        # family and type, each converted to an enum on every call (~1.9 us
-        # per connection); the raw call with both looked up once per batch
-        # does the same.  Both are CPython's own socket.py.
-        raw_accept = getattr(listener, "_accept", None)
-        family, kind = listener.family, listener.type
-        conn_max, pending_max = st.conn_max, st.pending_max      # _full()
-        for _ in range(max(1, st.multi_accept)):
-            if self.active >= conn_max or self.pending >= pending_max:
-                self._pause()   # resumed by connected()/closed()
-                return
-            try:
-                if raw_accept is not None:
-                    fd, addr = raw_accept()
-                    sock = socket.socket(family, kind, 0, fd)
-                else:
-                    sock, addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                self.state.counters.accept_errors += 1
-                if e.errno in EMFILE_ERRORS:
-                    self._out_of_resources("accept", e)
-                    return
-                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
-                    continue
-                raise
-            self._accepted(sock, addr)
-
-    def _out_of_resources(self, what, exc):
-        """EMFILE and friends: rest the listener instead of spinning."""
-        if exc.errno not in EMFILE_ERRORS:
-            raise exc
-        now = time.monotonic()
-        if now - self.last_warning > WARN_EVERY:
-            self.last_warning = now
-            log.warning("%s: %s; pausing the listener for %.1fs",
-                        what, exc.strerror, ACCEPT_BACKOFF)
-        self._pause()
-        if self.backoff is None:
-            self.backoff = self.reactor.call_later(ACCEPT_BACKOFF, self._resume)
-
-    def _new_id(self):
-        """A connection number never used yet (freed ones are reused first)."""
-        self.next_id += 1
-        return self.next_id - 1
-
-    def _accepted(self, sock, addr):
-        sock.setblocking(False)
-        state = self.state
-        state.counters.accepted += 1
-        if isinstance(addr, tuple):
-            ip, port = addr[0], addr[1]
-        else:
-            ip, port = "", 0  # Unix socket client
-        conn_id = self.free_ids.pop() if self.free_ids else self._new_id()
-        conn = self.conn_class(conn_id, self, sock, addr, ip, port)
-        state.conns[conn.id] = conn
-        self.active += 1
-        conn.start()
-
-    # --- choosing a server --------------------------------------------------------------
-    def permitted(self, ip):
-        """The ACL test for this client: permitted(acl_number) -> bool."""
-        if not ip:
-            return None      # Unix socket clients: ACLs do not apply
-        acls = self.state.acls
-        return lambda n: acls.match(n, ip)
-
-    def client_allowed(self, ip):
-        acls = self.state.acls
-        n = self.state.settings.client_acl
-        if n < 0 or not ip:
-            return True
-        if n < ACLS_MAX and not acls.tables[n]:
-            return True     # an empty ACL lets everyone in: match()'s answer,
-                            # without parsing the address (once per connection)
-        return acls.match(n, ip)
-
-    def dispatch(self, conn):
-        state = self.state
-        now = time.monotonic()
-        ip = conn.client_ip
-        if not self.client_allowed(ip):
-            state.counters.refused += 1
-            if state.abuse is not None and self._connect(conn, state.abuse, "abuse") is not False:
-                return
-            log.debug("conn %d: client %s refused by the client ACL", conn.id, ip)
-            conn.close_client_only()
-            return
-        st = state.settings
-        entry = state.clients.touch(ip or "unix", now, st.tracking)
-        if st.dummy:
-            conn.entry = entry
-            Dummy(conn)
-            return
-        conn.entry = entry
-        permitted = self.permitted(ip)
-        index = balance.choose(state, ip, conn.client_port, now, entry, permitted)
-        conn.first = index
-        self._try(conn, index, now)
-
-    def _try(self, conn, index, now):
-        """Connect to `index`, failing over synchronously on immediate errors;
-        then the emergency server; then close the client."""
-        state = self.state
-        servers = state.servers
-        while index is not None and len(conn.tried) <= len(servers):
-            started = self._connect(conn, servers[index], index)
-            if started is not False:
-                return
-            self._blacklist(servers[index], now)
-            index = balance.failover(state, conn.first, index, now, conn.entry,
-                                     self.permitted(conn.client_ip))
-        self._last_resort(conn)
-
-    def _connect(self, conn, server, index):
-        """Start connecting: True if under way, False if it failed at once
-        (fail over), None if we are out of fds (client closed, listener
-        resting: not the server's fault)."""
-        try:
-            return conn.connect(server, index)
-        except OSError as e:
-            self._out_of_resources("connect", e)
-            conn.close_client_only()
-            return None
-
-    def _last_resort(self, conn):
-        state = self.state
-        if (state.emergency is not None and not state.settings.stubborn
-                and "emergency" not in conn.tried
-                and self._connect(conn, state.emergency, "emergency") is not False):
-            return
-        log.debug("conn %d: no server available for %s", conn.id, conn.client_ip)
-        conn.close_client_only()
-
-    def _blacklist(self, server, now):
-        server.status = now + self.state.settings.blacklist_time
-        self.state.counters.connect_failures += 1
-
-    def connect_failed(self, conn, reason):
-        """The relay's connect to conn.target failed or timed out."""
-        now = time.monotonic()
-        index = conn.index
-        self._blacklist(conn.target, now)
-        if not isinstance(index, int):      # emergency or abuse server
-            conn.close_client_only()
-            return
-        log.debug("blacklisting server %d because of connect failure: %s", index, reason)
-        nxt = balance.failover(self.state, conn.first, index, now, conn.entry,
-                               self.permitted(conn.client_ip))
-        self._try(conn, nxt, now)
-
-    # --- relay callbacks --------------------------------------------------------------
-    def make_http_filter(self, conn):
-        if not self.state.settings.http:
-            return None
-        return XForwardedFor(conn.client_ip or "unix",
-                             "https" if self.tls_context is not None else "http")
-
-    @property
-    def dumping(self):
-        return self.state.settings.debug >= 2
-
-    def dumper(self, conn, tag):
-        ascii_ = self.state.settings.ascii
-
-        def dump(data):
-            if ascii_:
-                text = bytes(data).decode("latin-1")
-                text = "".join(c if 32 <= ord(c) < 127 else "." for c in text)
-            else:
-                text = bytes(data).hex(" ")
-            log.debug("%s %d %d: %s", tag, conn.id, len(data), text)
-        return dump
-
-    def connected(self, conn):
-        log.debug("conn %d: %s -> server %s", conn.id, conn.client_ip, conn.index)
-        if not self.listening and self.backoff is None:
-            self._resume()
-
-    def closed(self, conn):
-        state = self.state
-        state.conns.pop(conn.id, None)
-        self.free_ids.append(conn.id)
-        self.active -= 1
-        state.counters.conns_closed += 1
-        entry = conn.entry
-        if entry is not None and conn.c2s is not None:
-            entry.sx += conn.c2s.total        # conn.sx, conn.rx
-            entry.rx += conn.s2c.total
-        if conn.c2s is not None:      # issue 11: feed bysize/byduration figures
-            balance.record_finished(state, conn.index, conn.c2s.total + conn.s2c.total,
-                                    time.time() - conn.started)
-        if self.conn_log is not None and conn.target is not None:
-            line = conn.first_line
-            if line is None and conn.http is not None:
-                line = conn.http.first_line
-            self.conn_log.write("%s %d %s %s" % (
-                conn.client_ip or "unix", int(conn.started), conn.target.addr, line or ""))
-        if not self.listening and self.backoff is None:
-            self._resume()
-
-    def close_conn(self, conn_id):
-        conn = self.state.conns.get(conn_id)
-        if conn is not None:
-            conn.close()
 
     # --- admin web listener (pen/admin.py) -------------------------------------------
     admin = None        # the AdminServer while admin_listen is set
@@ -614,3 +324,14 @@ class App:
         if self.admin is not None:
             self.admin.close()
         self.admin, st.admin_listen = new, addr
+
+    # --- issue 10: active health checks and hooks ---
+    def start_checks(self):
+        """Probe the servers (pen/health.py: idle while check_interval is 0)
+        and run the hooks of every server event (pen/hooks.py)."""
+        from .health import Checker
+        from .hooks import Hooks
+        self.hooks = Hooks(self.state, self.reactor)
+        self.state.server_events.subscribe(self.hooks.on_event)
+        self.checker = Checker(self.state, self.reactor)
+        self.checker.start()

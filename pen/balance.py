@@ -78,8 +78,7 @@ class ClientTable:
 def up(server, now):
     """Not blacklisted, not disabled or draining, has an address (pen's
     !server_is_unavailable, plus our disable/drain)."""
-    return (server.status <= now and not server.disabled
-            and server.sockaddr is not None)
+    return server.available(now)
 
 
 def can_try(server, now, returning=False, permitted=None):

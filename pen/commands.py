@@ -48,7 +48,9 @@ import socket
 import time
 
 from . import acl as aclmod
+from . import health, hooks   # issue 10
 from . import stats
+from . import rewrite   # issue 12
 from .addr import parse_hostport, parse_listen, parse_port, resolve, split_host
 from .errors import CommandError, ConfigError
 from .balance import OVER_MAX
@@ -64,7 +66,8 @@ UNKNOWN = "do_cmd: ignoring command starting with '{}'"
 FASTCLOSE = ("up", "down", "both", "off")
 ALGORITHMS = ("leastconn", "random", "byorder", "bysize", "byduration")
 SERVER_KEYS = ("acl", "address", "port", "max", "hard", "blacklist", "weight", "prio")
-SERVER_FLAGS = ("disable", "enable")
+FLAG_ACTIONS = {"disable": Server.disable, "enable": Server.enable, "drain": Server.drain}
+SERVER_FLAGS = tuple(FLAG_ACTIONS)
 NUMBER_RE = re.compile(r"-?[0-9]+")
 
 
@@ -81,7 +84,6 @@ class Command:
         return f"Command({self.word!r})"
 
 
-NOTHING = ([], [])
 
 
 def _nothing(state, now, wall):
@@ -111,14 +113,53 @@ def arity(word, args, most, usage, least=0):
 
 def split(line):
     """Words of a command line: cut at the first CR/LF (as pen), split on
-    whitespace, drop a trailing comment (a word starting with '#')."""
+    whitespace, drop a trailing comment (a word starting with '#').  A
+    value with blanks goes in double quotes, `\\"` and `\\\\` inside (SPEC
+    §10); a line without `"` splits exactly as pen's."""
     for end in ("\r", "\n"):
         line = line.split(end, 1)[0]
+    if '"' in line:
+        return split_quoted(line)
     words = line.split()
     for i, w in enumerate(words):
         if w.startswith("#"):
             return words[:i]
     return words
+
+
+def split_quoted(line):
+    """split() for a line with quotes: `"a b"` is one word, `\\"` and
+    `\\\\` inside quotes stand for `"` and `\\` (any other backslash is
+    kept as it is, for the escapes of `check expect`)."""
+    words = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i].isspace():
+            i += 1
+        if i >= n or line[i] == "#":
+            return words
+        word = []
+        while i < n and not line[i].isspace():
+            c = line[i]
+            i += 1
+            if c != '"':
+                word.append(c)
+                continue
+            while True:
+                if i >= n:
+                    raise CommandError(f"unterminated quote in {line.strip()!r} "
+                                       '(a quoted value ends with ")')
+                c = line[i]
+                if c == "\\" and i + 1 < n and line[i + 1] in '"\\':
+                    word.append(line[i + 1])
+                    i += 2
+                elif c == '"':
+                    i += 1
+                    break
+                else:
+                    word.append(c)
+                    i += 1
+        words.append("".join(word))
 
 
 def show(word, field):
@@ -159,7 +200,7 @@ def flag(field, value=True):
 
         def run(state, now, wall):
             setattr(state.settings, field, value)
-            return NOTHING
+            return [], []
         return Command(word, run)
     return handler
 
@@ -175,7 +216,7 @@ def event_backend(name):
 
         def run(state, now, wall):
             state.settings.event_backend = name
-            return NOTHING
+            return [], []
         return Command(word, run)
     return handler
 
@@ -225,7 +266,7 @@ def cmd_acl(word, args, state):
 
     def run(state, now, wall):
         state.acls.add(n, rule)
-        return NOTHING
+        return [], []
     return Command(word, run)
 
 
@@ -235,7 +276,7 @@ def cmd_no_acl(word, args, state):
 
     def run(state, now, wall):
         state.acls.clear(n)
-        return NOTHING
+        return [], []
     return Command(word, run)
 
 
@@ -259,7 +300,7 @@ def _set_geoip(state, db, path):
         old.close()
     state.acls.country_of = db
     state.settings.geoip_db = path
-    return NOTHING
+    return [], []
 
 
 def cmd_clients_max(word, args, state):
@@ -388,7 +429,7 @@ def cmd_pending_max(word, args, state):
 
     def run(state, now, wall):
         state.settings.pending_max = value
-        return NOTHING
+        return [], []
     return Command(word, run)
 
 
@@ -424,7 +465,7 @@ def _server_port(idx, existing, state, fields):
 
 def cmd_server(word, args, state):
     usage = ("server N [acl A] [address HOST] [port P] [max M] [hard H] "
-             "[blacklist T] [weight W] [prio P] [disable|enable]")
+             "[blacklist T] [weight W] [prio P] [disable|enable|drain]")
     if not args:
         raise CommandError(f"server: missing server number (usage: {usage})")
     count = len(state.servers)
@@ -463,8 +504,8 @@ def cmd_server(word, args, state):
             fields[key] = aclmod.check_number("server", value)
         else:
             fields[key] = number("server", value, 0, INT_MAX, key)
-    if "enable" in flags and "disable" in flags:
-        raise CommandError("server: give either enable or disable, not both")
+    if len(set(flags)) > 1:
+        raise CommandError("server: give one of disable, enable or drain, not several")
     if existing is None and "address" not in fields:
         raise CommandError(f"server: new server {idx} needs an address "
                            f"(server {idx} address HOST [port P])")
@@ -486,11 +527,11 @@ def cmd_server(word, args, state):
 
     if existing is not None and not fields and not flags:
         return Command(word, lambda state, now, wall: (
-            [stats.server_lines(state)[idx]], []))
+            stats.server_detail(state, idx, now), []))
 
     def run(state, now, wall):
         if idx == len(state.servers):
-            state.servers.append(Server(idx))
+            state.servers.append(Server(idx, events=state.server_events))
         s = state.servers[idx]
         if resolved is not None:
             s.host, s.port, s.family, s.sockaddr = resolved
@@ -498,10 +539,10 @@ def cmd_server(word, args, state):
             if key in fields:
                 setattr(s, key, fields[key])
         if "blacklist" in fields:
-            s.status = now + fields["blacklist"]
+            s.blacklist(now, fields["blacklist"])
         if flags:
-            s.disabled = flags[-1] == "disable"
-        return NOTHING
+            FLAG_ACTIONS[flags[-1]](s, now)
+        return [], []
     return Command(word, run)
 
 
@@ -585,7 +626,7 @@ def cmd_tcp_fastclose(word, args, state):
 
     def run(state, now, wall):
         state.settings.tcp_fastclose = args[0]
-        return NOTHING
+        return [], []
     return Command(word, run)
 
 
@@ -631,7 +672,7 @@ def algorithm(word, args, state):
     def run(state, now, wall):
         state.settings.algorithm = word
         state.settings.algorithm_over = over
-        return NOTHING
+        return [], []
     return Command(word, run)
 
 
@@ -643,7 +684,7 @@ def no_algorithm(name):
             if state.settings.algorithm == name:
                 state.settings.algorithm = None
                 state.settings.algorithm_over = 0
-            return NOTHING
+            return [], []
         return Command(word, run)
     return handler
 
@@ -664,7 +705,7 @@ def server_extra(idx, args, state):
 
         def run(state, now, wall):
             state.loads.set_decay(idx, percent)
-            return NOTHING
+            return [], []
     elif key == "reset":
         arity("server", rest, 0, usage)
 
@@ -672,7 +713,7 @@ def server_extra(idx, args, state):
             s = state.servers[idx]
             s.sx = s.rx = s.connects = 0
             state.loads[idx].clear()
-            return NOTHING
+            return [], []
     elif key == "trafficlog":
         arity("server", rest, 1, usage, least=1)
         path = rest[0]
@@ -785,6 +826,7 @@ SUMMARIES = {
     "mrtg_conns": "mrtg_conns N: MRTG lines for server N's connections",
     "no": "no WORD: turn a setting off",
     "peek": "accepted, no effect",
+    "splice": "relay plain TCP with splice (the default); no splice: through buffers",
     "pending_max": "pending_max N: most connects in progress",
     "pid": "show pen's process id",
     "poll": "use poll",
@@ -823,7 +865,7 @@ SUMMARIES = {
 
 
 FLAGS = ("abort_on_error", "ascii", "dummy", "hash", "http", "keepalive", "peek",
-         "prio", "roundrobin", "stubborn", "tcp_nodelay", "transparent", "weight")
+         "prio", "roundrobin", "splice", "stubborn", "tcp_nodelay", "transparent", "weight")
 
 HANDLERS = {
     "acl": cmd_acl,
@@ -942,7 +984,7 @@ def cmd_admin_password_file(word, args, state):
     def run(state, now, wall):
         state.settings.admin_password_file = args[0]
         state.settings.admin_passwords = entries
-        return NOTHING
+        return [], []
     return Command(word, run)
 
 
@@ -952,7 +994,7 @@ def cmd_no_admin_password_file(word, args, state):
     def run(state, now, wall):
         state.settings.admin_password_file = None
         state.settings.admin_passwords = ()
-        return NOTHING
+        return [], []
     return Command(word, run)
 
 
@@ -985,6 +1027,304 @@ def cmd_no(word, args, state):
 
 
 HANDLERS["no"] = cmd_no
+
+
+# --- issue 10: health checks, failure rules, hooks (pen/health.py, pen/hooks.py) ----------
+CHECK_COUNT_MAX = 1000      # check_rise / check_fall / server_retry ceiling
+HOOKS_LIMIT = 4096
+SERVER_CHECK_KEYS = ("check_port",) + hooks.HOOK_WORDS
+
+
+def cmd_check(word, args, state):
+    """`check` (reply with the probe) or `check tcp|http|expect|udp ...`."""
+    if not args:
+        return Command(word, lambda state, now, wall: (
+            [" ".join(["check"] + state.settings.check.words())], []))
+    spec = health.parse_check(args, word)
+
+    def run(state, now, wall):
+        state.settings.check = spec
+        return [], []
+    return Command(word, run)
+
+
+def cmd_check_interval(word, args, state):
+    arity(word, args, 1, "check_interval [SECONDS]")
+    value = health.parse_interval(word, args[0]) if args else None
+
+    def run(state, now, wall):
+        if value is not None:
+            state.settings.check_interval = value
+        return [str(state.settings.check_interval)], []
+    return Command(word, run)
+
+
+def cmd_hook_timeout(word, args, state):
+    arity(word, args, 1, "hook_timeout [SECONDS]")
+    value = health.parse_interval(word, args[0]) if args else None
+    if value == 0:
+        raise CommandError(f"{word}: seconds must be more than 0 (like hook_timeout 30)")
+
+    def run(state, now, wall):
+        if value is not None:
+            state.settings.hook_timeout = value
+        return [str(state.settings.hook_timeout)], []
+    return Command(word, run)
+
+
+def cmd_hook(word, args, state):
+    """`on_down "CMD"` sets the global hook; bare `on_down` replies with it."""
+    arity(word, args, 1, f'{word} ["CMD"]')
+    if not args:
+        return show(word, word)
+    cmd = _hook_text(word, args[0])
+
+    def run(state, now, wall):
+        setattr(state.settings, word, cmd)
+        return [], []
+    return Command(word, run)
+
+
+def _hook_text(word, text):
+    if "\0" in text:
+        raise CommandError(f"{word}: the command must not contain NUL")
+    if not text.strip():
+        raise CommandError(f'{word}: empty command (to remove the hook: no {word})')
+    return text
+
+
+def cmd_server_checks(word, args, state):
+    """`server N check_port P`, `server N on_down "CMD"` (and on_failure,
+    on_success, on_up): per-server settings in Server.extra; `check_port 0`
+    and `on_down ""` remove them.  Other server lines go to cmd_server."""
+    if len(args) < 2 or args[1] not in SERVER_CHECK_KEYS:
+        return cmd_server(word, args, state)
+    usage = "server N check_port P | server N on_failure|on_success|on_down|on_up \"CMD\""
+    idx = number("server", args[0], 0, INT_MAX, "index")
+    count = len(state.servers)
+    if idx >= count:
+        raise CommandError(f"server: index {idx} out of range (0-{count - 1}); "
+                           "create the server first (server N address HOST port P)")
+    key, rest = args[1], args[2:]
+    arity("server", rest, 1, usage, least=1)
+    if key == "check_port":
+        value = 0 if rest[0] == "0" else None
+        if value is None:
+            try:
+                value = parse_port(rest[0], "check_port")
+            except ConfigError as e:
+                raise CommandError(f"server: {e}") from None
+    else:
+        value = _hook_text(f"server {idx} {key}", rest[0]) if rest[0] else None
+
+    def run(state, now, wall):
+        extra = state.servers[idx].extra
+        if value:
+            extra[key] = value
+        else:
+            extra.pop(key, None)
+        return [], []
+    return Command(word, run)
+
+
+HANDLERS.update({
+    "autodisable": flag("autodisable"),
+    "check": cmd_check,
+    "check_interval": cmd_check_interval,
+    "check_fall": setting("check_fall", "count", 1, CHECK_COUNT_MAX, usage="check_fall [N]"),
+    "check_rise": setting("check_rise", "count", 1, CHECK_COUNT_MAX, usage="check_rise [N]"),
+    "hook_timeout": cmd_hook_timeout,
+    "hooks_max": setting("hooks_max", "count", 0, HOOKS_LIMIT, usage="hooks_max [N]"),
+    "server": cmd_server_checks,
+    "server_retry": setting("server_retry", "count", 1, CHECK_COUNT_MAX,
+                            usage="server_retry [N]"),
+})
+HANDLERS.update({word: cmd_hook for word in hooks.HOOK_WORDS})
+SUMMARIES.update({
+    "autodisable": "a server failing server_retry connects is disabled, not blacklisted",
+    "check": 'check tcp | http PATH [CODE ...] | expect "TEXT" [send "TEXT"] | '
+             'udp "PAYLOAD" [expect "TEXT"]: the health probe',
+    "check_fall": "check_fall [N]: failed probes in a row that take a server down",
+    "check_interval": "check_interval [SECONDS]: probe every server this often (0 = off)",
+    "check_rise": "check_rise [N]: passing probes in a row that bring a server up",
+    "hook_timeout": "hook_timeout [SECONDS]: kill a hook still running after this long",
+    "hooks_max": "hooks_max [N]: hooks running at once; more are dropped",
+    "on_down": 'on_down ["CMD"]: run CMD when a server goes out of service',
+    "on_failure": 'on_failure ["CMD"]: run CMD when a connect to a server fails',
+    "on_success": 'on_success ["CMD"]: run CMD when a connect to a server succeeds',
+    "on_up": 'on_up ["CMD"]: run CMD when a server comes back into service',
+    "server_retry": "server_retry [N]: failed connects in a row before a server is blacklisted",
+})
+NO_HANDLERS.update({"autodisable": flag("autodisable", False),
+                    "check_interval": clear("check_interval", value=0),
+                    "check": clear("check", value=health.TCP)})
+NO_HANDLERS.update({word: clear(word) for word in hooks.HOOK_WORDS})
+# --- end issue 10 ---------------------------------------------------------------------
+
+
+# --- issue 12: HTTP mode header rules and sticky cookie (pen/rewrite.py) ----------------
+# Rules are checked when made (rewrite.RuleError is a CommandError) and kept
+# as tuples in order: settings.header_rules, settings.server_header_rules[N].
+
+
+def _rule_lines(rules):
+    return [f"{i} {rule.line()}" for i, rule in enumerate(rules)]
+
+
+def cmd_header(word, args, state):
+    """`header` lists the global rules; `header ACTION DIR "Name: value"` adds one."""
+    if not args:
+        return Command(word, lambda state, now, wall: (
+            _rule_lines(state.settings.header_rules), []))
+    rule = rewrite.rule_from_words(word, args)
+
+    def run(state, now, wall):
+        state.settings.header_rules += (rule,)
+        return [], []
+    return Command(word, run)
+
+
+def cmd_no_header(word, args, state):
+    """`no header` removes every global rule, `no header N` rule N."""
+    arity(word, args, 1, "no header [N]")
+    rules = state.settings.header_rules
+    if args and not rules:
+        raise CommandError(f"{word}: there are no header rules")
+    n = number(word, args[0], 0, len(rules) - 1, "rule") if args else None
+
+    def run(state, now, wall):
+        st = state.settings
+        st.header_rules = () if n is None else st.header_rules[:n] + st.header_rules[n + 1:]
+        return [], []
+    return Command(word, run)
+
+
+def cmd_sticky_cookie(word, args, state):
+    arity(word, args, 1, "sticky_cookie [NAME]")
+    if not args:
+        return show(word, "sticky_cookie")
+    name = rewrite.check_cookie_name(args[0])
+
+    def run(state, now, wall):
+        state.settings.sticky_cookie = name
+        return [], []
+    return Command(word, run)
+
+
+def cmd_server_http(word, args, state, _other=HANDLERS["server"]):
+    """`server N header [ACTION DIR "Name: value"]` (list or add that server's
+    rules), `server N cookie [VALUE]`; other server lines go on as before."""
+    if len(args) < 2 or args[1] not in ("header", "cookie"):
+        return _other(word, args, state)
+    idx = number("server", args[0], 0, INT_MAX, "index")
+    count = len(state.servers)
+    if idx >= count:
+        raise CommandError(f"server: index {idx} out of range (0-{count - 1}); "
+                           "create the server first (server N address HOST port P)")
+    key, rest = args[1], args[2:]
+    if key == "cookie":
+        arity("server", rest, 1, "server N cookie [VALUE]")
+        if not rest:
+            return Command(word, lambda state, now, wall: (
+                [rewrite.server_cookie(state.settings, idx)], []))
+        value = rewrite.check_cookie_value(rest[0])
+
+        def run(state, now, wall):
+            state.settings.server_cookies[idx] = value
+            return [], []
+        return Command(word, run)
+    if not rest:
+        return Command(word, lambda state, now, wall: (
+            _rule_lines(state.settings.server_header_rules.get(idx, ())), []))
+    rule = rewrite.rule_from_words(f"server {idx} header", rest)
+
+    def run(state, now, wall):
+        rules = state.settings.server_header_rules
+        rules[idx] = rules.get(idx, ()) + (rule,)
+        return [], []
+    return Command(word, run)
+
+
+HANDLERS.update({"header": cmd_header, "sticky_cookie": cmd_sticky_cookie,
+                 "server": cmd_server_http})
+NO_HANDLERS.update({"header": cmd_no_header, "sticky_cookie": clear("sticky_cookie")})
+SUMMARIES.update({
+    "header": 'header [add|append|set|delete server|client "Name: value"]: list the '
+              "HTTP header rules, or add one (%r %t %T %v expand)",
+    "sticky_cookie": "sticky_cookie [NAME]: keep HTTP clients on their server with "
+                     "this cookie",
+})
+# --- end issue 12 ---------------------------------------------------------------------
+
+
+# --- issue 14: PROXY protocol out (pen/proxyproto.py) ------------------------------------
+# settings.proxy_protocol is "off", "v1" or "v2" for every server;
+# settings.server_proxy_protocol {index: version} overrides it per server
+# (`server N proxy_protocol default` removes the override).  pen/proxyout.py
+# writes the header before any client byte.
+PROXY_VERSIONS = ("v1", "v2", "off")
+
+
+def _proxy_version(word, args, extra=()):
+    usage = f"{word} [{'|'.join(PROXY_VERSIONS + extra)}]"
+    arity(word, args, 1, usage)
+    if args and args[0] not in PROXY_VERSIONS + extra:
+        raise CommandError(f"{word}: unknown version {args[0]!r} "
+                           f"(expected {', '.join(PROXY_VERSIONS + extra)})")
+    return args[0] if args else None
+
+
+def cmd_proxy_protocol(word, args, state):
+    version = _proxy_version(word, args)
+
+    def run(state, now, wall):
+        if version is not None:
+            state.settings.proxy_protocol = version
+        return ([] if version else [state.settings.proxy_protocol]), []
+    return Command(word, run)
+
+
+_server_before_proxy = HANDLERS["server"]
+
+
+def cmd_server_proxy(word, args, state):
+    """`server N proxy_protocol [v1|v2|off|default]`; other server lines go on."""
+    if len(args) < 2 or args[1] != "proxy_protocol":
+        return _server_before_proxy(word, args, state)
+    idx = number("server", args[0], 0, INT_MAX, "index")
+    count = len(state.servers)
+    if idx >= count:
+        raise CommandError(f"server: index {idx} out of range (0-{count - 1}); "
+                           "create the server first (server N address HOST port P)")
+    version = _proxy_version(f"server {idx} proxy_protocol", args[2:], ("default",))
+
+    def run(state, now, wall):
+        overrides = state.settings.server_proxy_protocol
+        if version is None:
+            return [overrides.get(idx, "default")], []
+        if version == "default":
+            overrides.pop(idx, None)
+        else:
+            overrides[idx] = version
+        return [], []
+    return Command(word, run)
+
+
+def proxy_protocol_dump(state):
+    """The lines `write` saves for the PROXY protocol settings."""
+    st = state.settings
+    lines = [f"proxy_protocol {st.proxy_protocol}"] if st.proxy_protocol != "off" else []
+    return lines + [f"server {i} proxy_protocol {v}"
+                    for i, v in sorted(st.server_proxy_protocol.items()) if i < len(state.servers)]
+
+
+HANDLERS.update({"proxy_protocol": cmd_proxy_protocol, "server": cmd_server_proxy})
+NO_HANDLERS["proxy_protocol"] = clear("proxy_protocol", value="off")
+SUMMARIES.update({
+    "proxy_protocol": "proxy_protocol [v1|v2|off]: send a PROXY header to servers; "
+                      "server N proxy_protocol v1|v2|off|default overrides it",
+})
+# --- end issue 14 ----------------------------------------------------------------------------
 
 
 # --- the entry points ------------------------------------------------------------------

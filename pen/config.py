@@ -13,6 +13,8 @@ import os
 import time
 
 from . import commands, stats
+from . import health, hooks   # issue 10
+from .state import Settings   # issue 10: its defaults
 from .state import CLIENTS_MAX, CONN_MAX
 
 INCLUDE_DEPTH = 16
@@ -141,6 +143,7 @@ def dump(state, path=None, wall=None):
         (st.keepalive, "keepalive"),
         (st.transparent, "transparent"),
         (st.peek, "peek"),
+        (not st.splice, "no splice"),
         (st.source, f"source {st.source}"),
         (st.dsr_if, f"dsr_if {st.dsr_if}"),
         (st.dsr_ip, f"dsr_ip {st.dsr_ip}"),
@@ -168,6 +171,35 @@ def dump(state, path=None, wall=None):
     lines += [f"server {i} trafficlog {path}"
               for i, path in sorted(st.server_trafficlogs.items()) if i < len(state.servers)]
     # --- end issue 11 ---
+    # --- issue 12: HTTP mode header rules and sticky cookie ---
+    lines += [f"header {rule.line()}" for rule in st.header_rules]
+    lines += [f"server {i} header {rule.line()}"
+              for i, rules in sorted(st.server_header_rules.items()) if i < len(state.servers)
+              for rule in rules]
+    if st.sticky_cookie:
+        lines.append(f"sticky_cookie {st.sticky_cookie}")
+    lines += [f"server {i} cookie {value}"
+              for i, value in sorted(st.server_cookies.items()) if i < len(state.servers)]
+    # --- end issue 12 ---
+    # --- issue 10: health checks, failure rules, hooks ---
+    lines += [text for wanted, text in (
+        (st.check_interval, f"check_interval {st.check_interval}"),
+        (st.check != health.TCP, " ".join(["check"] + st.check.words())),
+        (st.check_rise != Settings.check_rise, f"check_rise {st.check_rise}"),
+        (st.check_fall != Settings.check_fall, f"check_fall {st.check_fall}"),
+        (st.server_retry != Settings.server_retry, f"server_retry {st.server_retry}"),
+        (st.autodisable, "autodisable"),
+        (st.hooks_max != Settings.hooks_max, f"hooks_max {st.hooks_max}"),
+        (st.hook_timeout != Settings.hook_timeout, f"hook_timeout {st.hook_timeout}"),
+    ) if wanted]
+    lines += [f"{word} {hooks.quote(getattr(st, word))}" for word in hooks.HOOK_WORDS
+              if getattr(st, word)]
+    for i, s in enumerate(state.servers):
+        if s.extra.get("check_port"):
+            lines.append(f"server {i} check_port {s.extra['check_port']}")
+        lines += [f"server {i} {word} {hooks.quote(s.extra[word])}"
+                  for word in hooks.HOOK_WORDS if s.extra.get(word)]
+    # --- end issue 10 ---
     # admin web listener (pen/admin.py)
     if st.admin_listen is not None:
         lines.append(f"admin_listen {st.admin_listen}")
@@ -175,6 +207,7 @@ def dump(state, path=None, wall=None):
         lines.append(f"admin_acl {st.admin_acl}")
     if st.admin_password_file:
         lines.append(f"admin_password_file {st.admin_password_file}")
+    lines += commands.proxy_protocol_dump(state)   # issue 14: PROXY protocol out
     lines += [f"server {i} disable" for i, s in enumerate(state.servers) if s.disabled]
     return lines
 

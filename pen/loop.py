@@ -262,7 +262,7 @@ class Reactor:
                 try:
                     key.data(mask)
                 except Exception:
-                    log.error("handler %r failed", key.data, exc_info=True)
+                    self._handler_failed(key)
             if self.pending_signals:
                 self._run_signals()
             if self.timers:
@@ -306,13 +306,30 @@ class Reactor:
                         key.data((EPOLL_MASKS[event] if event <= EPOLL_BITS
                                   else epoll_mask(event)) & key.events)
                     except Exception:
-                        log.error("handler %r failed", key.data, exc_info=True)
+                        self._handler_failed(key)
             if self.pending_signals:
                 self._run_signals()
             now = monotonic()
             if timers and timers[0][0] <= now:
                 self._run_timers(now)
                 now = monotonic()
+
+    def _handler_failed(self, key):
+        """A handler raised something other than what it handles itself: a
+        bug.  Log it with its traceback, then stop that one piece of work
+        (asyncio's _fatal_error): the handler's object aborts (a Conn
+        closes), or, if it has no abort(), its socket leaves the loop, so
+        the failure does not repeat on every turn."""
+        handler = key.data
+        log.error("handler %r failed", handler, exc_info=True)
+        abort = getattr(getattr(handler, "__self__", None), "abort", None)
+        try:
+            if abort is not None:
+                abort()
+            else:
+                self.unregister(key.fileobj)
+        except Exception:
+            log.error("cleaning up after %r failed too", handler, exc_info=True)
 
     def close(self):
         if self.wake_r is not None:
@@ -322,11 +339,6 @@ class Reactor:
             self.wake_w.close()
             self.wake_r = self.wake_w = None
         self.selector.close()
-
-
-def restore_default_signals(signums):
-    for signum in signums:
-        signal.signal(signum, signal.SIG_DFL)
 
 
 def close_quietly(sock):

@@ -9,7 +9,8 @@ drain stops the other side (backpressure) and memory stays bounded.
 Pipes and buffers are taken from a pool when data arrives and given back
 as soon as it has been sent, so an idle connection holds neither.
 
-Phases: CONNECTING -> RELAYING -> CLOSED.  A half-close (EOF from one side)
+Phases: [PREPARING ->] CONNECTING -> RELAYING -> CLOSED (PREPARING while
+the pre-dispatch stages of pen/stages.py run).  A half-close (EOF from one side)
 is forwarded as shutdown(SHUT_WR) once everything before it was delivered;
 the connection closes when both directions have finished, or at once on a
 socket error.
@@ -20,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from typing import Protocol
 
 from .loop import EVENT_READ, EVENT_WRITE
 
@@ -33,8 +35,8 @@ HAVE_SPLICE = hasattr(os, "splice")
 splice = getattr(os, "splice", None)
 
 CONNECTING, RELAYING, CLOSED = "CONNECTING", "RELAYING", "CLOSED"
-HANDSHAKE = "HANDSHAKE"   # TLS clients only (pen/tlsrelay.py), before CONNECTING
-TRANSITIONS = {HANDSHAKE: (CONNECTING, CLOSED), CONNECTING: (RELAYING, CLOSED),
+PREPARING = "PREPARING"   # pre-dispatch stages running (pen/stages.py)
+TRANSITIONS = {PREPARING: (CONNECTING, CLOSED), CONNECTING: (RELAYING, CLOSED),
                RELAYING: (CLOSED,), CLOSED: ()}
 
 SOFT_ERRORS = (BlockingIOError, InterruptedError)
@@ -54,6 +56,24 @@ def established(sock):
         return sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 1)[0] == TCP_ESTABLISHED
     except OSError:
         return False       # not TCP, or no TCP_INFO: wait for EVENT_WRITE
+
+
+class ConnOwner(Protocol):
+    """What a Conn needs from whoever accepted it (pen/service.py's Service).
+    A Conn is handed its owner when it is built and touches nothing else."""
+
+    reactor: object          # loop.Reactor
+    pools: "Pools"
+    settings: object         # state.Settings
+    state: object            # state.State (counters)
+    source_ip: object        # local IP for upstream connects, or None
+    pending: int             # connects in progress, kept up to date by Conns
+
+    def dispatch(self, conn): ...            # stages done: admit, choose, connect
+    def connected(self, conn): ...           # the server connect completed
+    def connect_failed(self, conn, reason): ...
+    def closed(self, conn): ...              # the Conn is gone
+    def pump_options(self, conn): ...        # (filter, dump_c, dump_s, first_line)
 
 
 class Pools:
@@ -101,11 +121,13 @@ class Pump:
                  "buf", "out", "pending", "eof", "shut", "total", "filter",
                  "dump", "twin")
 
+    can_splice = True    # TLS pumps cannot: their source or sink is not a socket
+
     def __init__(self, src, dst, pools, splice, filter=None, dump=None):
         self.src, self.dst = src, dst
         self.srcfd, self.dstfd = src.fileno(), dst.fileno()
         self.pools = pools
-        self.splice = splice and filter is None and dump is None
+        self.splice = self.can_splice and splice and filter is None and dump is None
         self.pipe = None
         self.buf = None      # pooled memoryview while data is held
         self.out = None      # memoryview of the bytes still to send
@@ -189,6 +211,19 @@ class Pump:
             self.out = buf[:n]
             self.pending = n
         return self.push()
+
+    def hold(self, data):
+        """Deliver `data` (client bytes a pre-dispatch stage read) before
+        anything read from the source; call while nothing is held."""
+        if self.dump is not None:
+            self.dump(memoryview(data))
+        if self.filter is not None:
+            data = self.filter.feed(memoryview(data))
+        if data:
+            self.out = memoryview(bytes(data))
+            self.pending = len(data)
+            return self.push()
+        return 0
 
     def push(self):
         """Send held bytes to dst.  Returns how many went out."""
@@ -295,20 +330,22 @@ class Pump:
 class Conn:
     """A client connection and its server connection."""
 
-    __slots__ = ("id", "app", "client", "server", "client_addr", "client_ip",
-                 "client_port", "target", "index", "tried", "phase", "timer",
-                 "c2s", "s2c", "cmask", "smask", "on_client", "on_server",
+    __slots__ = ("id", "owner", "reactor", "settings", "client", "server",
+                 "client_ip", "client_port", "target", "index", "tried", "phase",
+                 "timer", "c2s", "s2c", "cmask", "smask", "on_client", "on_server",
                  "started", "entry", "first", "first_line", "http", "seen",
-                 "idle_since")
+                 "idle_since", "stages", "stage", "preread", "facts")
 
     new_pump = Pump      # TlsConn hands its pumps the TLS link instead
+    plain = True         # both sides are sockets: the lean handlers and twins apply
 
-    def __init__(self, conn_id, app, client, client_addr, client_ip, client_port):
+    def __init__(self, conn_id, owner, client, client_addr, client_ip, client_port):
         self.id = conn_id
-        self.app = app
+        self.owner = owner
+        self.reactor = owner.reactor
+        self.settings = owner.settings
         self.client = client
         self.server = None
-        self.client_addr = client_addr
         self.client_ip = client_ip
         self.client_port = client_port
         self.target = None       # the Server we connect/relay to
@@ -327,6 +364,10 @@ class Conn:
         self.http = None
         self.seen = 0            # bytes moved at the last idle sweep
         self.idle_since = 0.0
+        self.stages = ()         # pre-dispatch stages still to run (pen/stages.py)
+        self.stage = None        # the one running
+        self.preread = None      # client bytes a stage read: sent to the server first
+        self.facts = None        # what stages learnt (dict), or None
 
     # --- phase bookkeeping ---------------------------------------------------------
     def _enter(self, phase):
@@ -343,9 +384,48 @@ class Conn:
         return self.s2c.total if self.s2c else 0
 
     # --- connecting ---------------------------------------------------------------
-    def start(self):
-        """Just accepted: choose a server (TlsConn shakes hands first)."""
-        self.app.dispatch(self)
+    def start(self, stages=()):
+        """Just accepted: run the pre-dispatch stages (TLS handshake, PROXY
+        header, first HTTP head), then have the owner choose a server."""
+        if stages:
+            self.phase = PREPARING
+        self.stages = stages
+        self.next_stage()
+
+    def next_stage(self):
+        """Start the next stage, or dispatch when none is left."""
+        stages = self.stages
+        if not stages:
+            self.stage = None
+            if self.phase is PREPARING:
+                self._enter(CONNECTING)
+            self.owner.dispatch(self)
+            return
+        self.stages = stages[1:]
+        self.stage = stages[0](self)
+        self.stage.begin()
+
+    def stage_done(self, leftover=b""):
+        """The running stage is finished; `leftover` are client bytes it
+        read past what it needed: they reach the server before anything
+        else.  The client socket is unregistered for the next one."""
+        if leftover:
+            self.preread = (self.preread or b"") + bytes(leftover)
+        if self.cmask:
+            self.reactor.unregister(self.client)
+            self.cmask = 0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.phase is CLOSED:
+            return
+        self.next_stage()
+
+    def learn(self, key, value):
+        """A stage's finding (the PROXY header's client, ...)."""
+        if self.facts is None:
+            self.facts = {}
+        self.facts[key] = value
 
     def connect(self, server, index):
         """Start a non-blocking connect to `server`.  Returns False if it
@@ -355,19 +435,19 @@ class Conn:
         sock = socket.socket(server.family, STREAM_NONBLOCK)   # no ioctl to set it
         if STREAM_NONBLOCK == socket.SOCK_STREAM:
             sock.setblocking(False)                            # no SOCK_NONBLOCK here
-        app = self.app
-        st = app.state.settings
+        owner = self.owner
+        st = self.settings
         if st.keepalive:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if st.tcp_nodelay and server.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if st.transparent:
             self._bind_transparent(sock, server.family)
-        elif app.source_ip is not None and server.family != socket.AF_UNIX:
+        elif owner.source_ip is not None and server.family != socket.AF_UNIX:
             try:
-                sock.bind((app.source_ip, 0))
+                sock.bind((owner.source_ip, 0))
             except OSError as e:
-                log.debug("conn %d: bind to source %s failed: %s", self.id, app.source_ip, e)
+                log.debug("conn %d: bind to source %s failed: %s", self.id, owner.source_ip, e)
         err = sock.connect_ex(server.sockaddr)
         if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
             sock.close()
@@ -375,7 +455,7 @@ class Conn:
             return False
         self.server = sock
         server.conn += 1
-        app.pending += 1
+        owner.pending += 1
         if not err or (err == errno.EINPROGRESS and established(sock)):
             # Done already (a backend on this host: the kernel runs the whole
             # handshake inside connect()), so no EVENT_WRITE round trip, no
@@ -383,8 +463,8 @@ class Conn:
             self._connected()
             return True
         self.smask = EVENT_WRITE
-        app.reactor.register(sock, EVENT_WRITE, self.on_server)
-        self.timer = app.reactor.call_later(st.connect_timeout, self._connect_timed_out)
+        self.reactor.register(sock, EVENT_WRITE, self.on_server)
+        self.timer = self.reactor.call_later(st.connect_timeout, self._connect_timed_out)
         return True
 
     def _bind_transparent(self, sock, family):
@@ -410,7 +490,7 @@ class Conn:
     def _connect_failed(self, reason):
         log.debug("conn %d: connect to %s: %s", self.id, self.target, reason)
         self._drop_server()
-        self.app.connect_failed(self, reason)
+        self.owner.connect_failed(self, reason)
 
     def _drop_server(self):
         if self.timer is not None:
@@ -418,11 +498,11 @@ class Conn:
             self.timer = None
         if self.server is not None:
             if self.smask:
-                self.app.reactor.unregister(self.server)
+                self.reactor.unregister(self.server)
             self.server.close()
             self.server = None
             self.target.conn -= 1
-            self.app.pending -= 1
+            self.owner.pending -= 1
         self.smask = 0
 
     def _connect_done(self):
@@ -437,32 +517,31 @@ class Conn:
             self.timer.cancel()
             self.timer = None
         self._enter(RELAYING)
-        app = self.app
-        app.pending -= 1
+        owner = self.owner
+        owner.pending -= 1
         self.target.connects += 1
-        if app.state.settings.tcp_nodelay:
+        if self.settings.tcp_nodelay:
             try:
                 self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass  # not TCP (a Unix socket client)
-        pools, splice = app.pools, app.pools.splice
-        self.http = app.make_http_filter(self)
-        dump_c = dump_s = None
-        if app.dumping:
-            dump_c, dump_s = app.dumper(self, "C"), app.dumper(self, "B")
+        pools = owner.pools
+        splice = pools.splice
+        self.http, dump_c, dump_s, first_line = owner.pump_options(self)
         # The first client bytes go through a buffer when the log needs the
         # request line; after that the pump may splice.
-        self.c2s = self.new_pump(self.client, self.server, pools, splice, self.http, dump_c)
-        if app.conn_log is not None and self.c2s.splice:
-            self.c2s.splice = False
-            self.c2s.filter = FirstLine(self)
+        c2s = self.c2s = self.new_pump(self.client, self.server, pools, splice, self.http, dump_c)
+        if first_line and c2s.filter is None:
+            c2s.splice = False
+            c2s.filter = FirstLine(self)
         self.s2c = self.new_pump(self.server, self.client, pools, splice, None, dump_s)
-        if type(self) is Conn:
-            # Plain pumps (subclasses such as TlsConn keep their own handlers,
-            # and their pumps shut down with a close_notify: no twins).
+        if self.plain:
+            # Plain pumps (TlsConn keeps its own handlers, and its pumps shut
+            # down with a close_notify: no twins).
             self.on_client, self.on_server = self._on_client_plain, self._on_server_plain
-            self.c2s.twin, self.s2c.twin = self.s2c, self.c2s
-        reactor = app.reactor
+            c2s.twin, self.s2c.twin = self.s2c, c2s
+        preread = self.preread
+        reactor = self.reactor
         self.cmask = EVENT_READ
         reactor.register(self.client, EVENT_READ, self.on_client)
         if self.smask:
@@ -470,7 +549,17 @@ class Conn:
         else:                          # connected at once: not registered yet
             reactor.register(self.server, EVENT_READ, self.on_server)
         self.smask = EVENT_READ
-        app.connected(self)
+        owner.connected(self)
+        if preread:
+            # What the stages read goes out first, through the filter like
+            # any other client bytes.
+            self.preread = None
+            try:
+                c2s.hold(preread)
+            except OSError as e:
+                self._error("server", e)
+                return
+            self._update()
 
     # --- events ---------------------------------------------------------------------
     # The plain handlers take the usual event -- one side sent something
@@ -569,14 +658,14 @@ class Conn:
         """pen's tcp_fastclose: once the named side (up: the server, down:
         the client, or both) sent EOF and nothing is left to deliver,
         close both sides instead of waiting for the other EOF."""
-        mode = self.app.state.settings.tcp_fastclose
+        mode = self.settings.tcp_fastclose
         if mode == "off" or self.c2s.pending or self.s2c.pending:
             return False
         return ((self.s2c.eof and mode in ("up", "both"))
                 or (self.c2s.eof and mode in ("down", "both")))
 
     def _set_mask(self, sock, old, new, handler):
-        reactor = self.app.reactor
+        reactor = self.reactor
         if not new:
             reactor.unregister(sock)
         elif not old:
@@ -586,7 +675,7 @@ class Conn:
 
     def _error(self, side, exc):
         log.debug("conn %d: %s %s: %s", self.id, side, self.client_ip, exc)
-        self.app.state.counters.socket_errors += 1
+        self.owner.state.counters.socket_errors += 1
         self.close()
 
     # --- closing ----------------------------------------------------------------------
@@ -595,7 +684,7 @@ class Conn:
             return
         self.phase = CLOSED            # allowed from every other phase
         self._unlink()
-        reactor = self.app.reactor
+        reactor = self.reactor
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -611,11 +700,22 @@ class Conn:
             self.server.close()
             self.target.conn -= 1
             if self.c2s is None:       # closed while still connecting
-                self.app.pending -= 1
+                self.owner.pending -= 1
         for pump in (self.c2s, self.s2c):
             if pump is not None:
                 pump.close()
-        self.app.closed(self)
+        self.stage = None
+        self.owner.closed(self)
+
+    def abort(self):
+        """A bug in one of this connection's handlers (the Reactor logged
+        it): close the connection, whatever phase it is in."""
+        if self.phase is CLOSED:
+            return
+        if self.server is None and self.c2s is None:
+            self.close_client_only()
+        else:
+            self.close()
 
     def _unlink(self):
         """Drop the bound handlers: they point back at the Conn, and that
@@ -632,10 +732,14 @@ class Conn:
         self._enter(CLOSED)
         self._unlink()
         if self.cmask:
-            self.app.reactor.unregister(self.client)
+            self.reactor.unregister(self.client)
             self.cmask = 0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.client.close()
-        self.app.closed(self)
+        self.stage = None
+        self.owner.closed(self)
 
 
 class Dummy:
@@ -651,7 +755,7 @@ class Dummy:
         self.conn = conn
         self.on_event = self._on_event
         conn.cmask = EVENT_READ
-        conn.app.reactor.register(conn.client, EVENT_READ, self.on_event)
+        conn.reactor.register(conn.client, EVENT_READ, self.on_event)
 
     def _on_event(self, mask):
         conn = self.conn
@@ -683,5 +787,5 @@ class FirstLine:
             # Seen it: the rest of the stream may be spliced.
             pump = conn.c2s
             pump.filter = None
-            pump.splice = conn.app.pools.splice and pump.dump is None
+            pump.splice = pump.can_splice and conn.owner.pools.splice and pump.dump is None
         return bytes(data)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .acl import Acls
 from .health import TCP, CheckSpec   # issue 10
+from .servers import ServerEvents
 from .balance import ClientTable, Loads
 
 # Defaults of pen 0.34.1 (pen's usage text).
@@ -95,6 +96,7 @@ class Settings:
     tcp_nodelay: bool = False                       # tcp_nodelay
     tcp_fastclose: str = "off"                      # tcp_fastclose up|down|both|off
     peek: bool = False                              # peek (accepted, no effect)
+    splice: bool = True                             # no splice: plain TCP through buffers
     pending_max: int = 100                          # pending_max N
     idlers: int = 0                                 # idlers N (wanted)
     source: str = None                              # source IP for upstream connects
@@ -102,12 +104,20 @@ class Settings:
     dsr_ip: str = None                              # dsr_ip IP (stored, no DSR)
     geoip_db: str = None                            # geoip_db FILE (extension)
     algorithm: str = None                           # leastconn|random|byorder (extension)
+    server_retry: int = 1                           # failed connects before a blacklist
+    autodisable: bool = False                       # a failing server is disabled instead
     # --- dispatch modes and traffic dumps (issue 11) ---
     algorithm_over: int = 0                         # bysize|byduration over N (0 = all)
     trafficlog: str = None                          # trafficlog FILE (pen/dumps.py)
     throughputlog: str = None                       # throughputlog FILE
     server_trafficlogs: dict = field(default_factory=dict)  # server N trafficlog FILE
     # --- end issue 11 ---
+    # --- HTTP mode (issue 12; pen/rewrite.py) ---
+    header_rules: tuple = ()                        # header ACTION server|client "N: v", in order
+    server_header_rules: dict = field(default_factory=dict)  # server N header ...: idx -> Rules
+    sticky_cookie: str = None                       # sticky_cookie NAME
+    server_cookies: dict = field(default_factory=dict)  # server N cookie VALUE (default sN)
+    # --- end issue 12 ---
     # --- health checks and hooks (issue 10; pen/health.py, pen/hooks.py) ---
     check_interval: float = 0                       # check_interval S, 0 = off
     check: CheckSpec = TCP                          # check tcp|http|expect|udp ...
@@ -120,7 +130,10 @@ class Settings:
     hooks_max: int = 16                             # hooks_max N
     hook_timeout: float = 30                        # hook_timeout S
     # --- end issue 10 ---
-
+    # --- PROXY protocol out (issue 14; pen/proxyproto.py) ---
+    proxy_protocol: str = "off"                     # proxy_protocol v1|v2|off
+    server_proxy_protocol: dict = field(default_factory=dict)  # server N proxy_protocol: idx -> v
+    # --- end issue 14 ---
 
 class Counters:
     """Totals for statistics."""
@@ -143,6 +156,10 @@ class State:
         self.servers = servers          # list[Server]; index == position
         self.emergency = emergency      # Server or None
         self.abuse = abuse              # Server or None
+        self.server_events = ServerEvents()   # every server's transitions
+        for server in [*servers, emergency, abuse]:
+            if server is not None:
+                server.events = self.server_events
         self.clients = ClientTable(settings.clients_max)
         self.last_server = 0            # round-robin cursor, as pen's
         self.counters = Counters()

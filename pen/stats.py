@@ -7,14 +7,16 @@
 - `status_json` (`status json`) and `prometheus` (`status prometheus`): our
   machine-readable extensions.
 
-Times: `now` is time.monotonic() (the clock of Server.status and
+Times: `now` is time.monotonic() (the clock of Server.blacklisted_until and
 ClientEntry.last), `wall` is time.time() for the printed date.
-Connections are relay.Conn objects; they are read defensively through
-`conn_info`, so a stats page never fails on a half-built connection.
+Connections are relay.Conn objects, read through
+`conn_info`, which also reads connections that are still connecting.
 """
 
 import json
 import time
+
+from .servers import BLACKLISTED, STATES, UP
 
 # pen's connection state bits (conn.h)
 CS_IN_PROGRESS, CS_CONNECTED, CS_CLOSED_UP, CS_CLOSED_DOWN = 1, 2, 4, 8
@@ -28,7 +30,8 @@ def local_time(wall):
 
 def blacklisted_for(server, now):
     """Seconds of blacklisting left (0 when the server is not blacklisted)."""
-    return max(0, int(round(server.status - now))) if server.status > now else 0
+    left = server.blacklisted_until - now
+    return max(0, int(round(left))) if left > 0 else 0
 
 
 def mode_line(st):
@@ -51,6 +54,16 @@ def server_lines(state):
         for i, s in enumerate(state.servers)]
 
 
+def server_detail(state, i, now):
+    """Bare `server N`: pen's `servers` line, then the state and check figures."""
+    s = state.servers[i]
+    c = s.check
+    return [server_lines(state)[i],
+            f"state {s.state(now)} blacklisted_for {blacklisted_for(s, now)} "
+            f"failures {s.failures} check passed {c.passed} failed {c.failed} "
+            f"last {c.last or '-'}"]
+
+
 def _entry_server(entry):
     return -1 if entry.server is None else entry.server
 
@@ -65,46 +78,36 @@ def recent_lines(state, seconds, now):
 
 
 def _fileno(sock):
-    try:
-        return sock.fileno() if sock is not None else -1
-    except (AttributeError, OSError, ValueError):
-        return -1
-
-
-def _pending(pump):
-    return getattr(pump, "pending", 0) if pump is not None else 0
+    return sock.fileno() if sock is not None else -1
 
 
 def conn_info(conn):
-    """The facts about a relay.Conn that the pages show, read defensively."""
-    c2s = getattr(conn, "c2s", None)      # client -> server ("up")
-    s2c = getattr(conn, "s2c", None)      # server -> client ("down")
-    phase = getattr(conn, "phase", None)
+    """The facts about a relay.Conn that the pages show.  Before the
+    server connect there are no pumps, during the stages no server."""
+    c2s, s2c = conn.c2s, conn.s2c     # client -> server ("up"), back ("down")
+    phase = conn.phase
     bits = 0
     if phase == "CONNECTING":
         bits = CS_IN_PROGRESS
     elif phase == "RELAYING":
         bits = CS_CONNECTED
-        if getattr(s2c, "eof", False):
+        if s2c.eof:
             bits |= CS_CLOSED_UP
-        if getattr(c2s, "eof", False):
+        if c2s.eof:
             bits |= CS_CLOSED_DOWN
-    index = getattr(conn, "index", None)
-    if index is None:
-        index = -1
     return {
-        "id": getattr(conn, "id", -1),
-        "phase": phase or "UNKNOWN",
+        "id": conn.id,
+        "phase": phase,
         "state": bits,
-        "downfd": _fileno(getattr(conn, "client", None)),
-        "upfd": _fileno(getattr(conn, "server", None)),
-        "client": getattr(conn, "client_ip", None) or "unix",
-        "client_port": getattr(conn, "client_port", 0) or 0,
-        "server": index,
-        "pending_down": _pending(s2c),
-        "pending_up": _pending(c2s),
-        "sx": getattr(conn, "sx", 0) or 0,
-        "rx": getattr(conn, "rx", 0) or 0,
+        "downfd": _fileno(conn.client),
+        "upfd": _fileno(conn.server),
+        "client": conn.client_ip or "unix",
+        "client_port": conn.client_port or 0,
+        "server": -1 if conn.index is None else conn.index,
+        "pending_down": s2c.pending if s2c is not None else 0,
+        "pending_up": c2s.pending if c2s is not None else 0,
+        "sx": conn.sx,
+        "rx": conn.rx,
     }
 
 
@@ -179,7 +182,7 @@ def text_stats(state, now, wall):
     for i, s in enumerate(state.servers):
         lines.append(f"Server {i} status: address {s.addr} port {s.port or 0} "
                      f"blacklisted {blacklisted_for(s, now)}s "
-                     f"{'disabled ' if s.disabled else ''}"
+                     f"{'' if s.state(now) in (UP, BLACKLISTED) else s.state(now) + ' '}"
                      f"{s.conn} connections ({s.max} soft, {s.hard} hard) "
                      f"{s.sx} sent, {s.rx} received")
     lines.append(f"Max number of clients: {st.clients_max}")
@@ -208,9 +211,10 @@ def _server_dict(i, s, now):
     return {"index": i, "address": s.addr, "host": s.host, "port": s.port or 0,
             "conn": s.conn, "max": s.max, "hard": s.hard, "weight": s.weight,
             "prio": s.prio, "acl": s.acl, "sx": s.sx, "rx": s.rx,
-            "connects": getattr(s, "connects", 0),
+            "connects": s.connects,
             "blacklisted_for": blacklisted_for(s, now), "disabled": s.disabled,
-            "up": s.status <= now and not s.disabled and s.sockaddr is not None}
+            "state": s.state(now), "check": s.check.as_dict(),
+            "up": s.available(now)}
 
 
 def status_json(state, now, wall):
@@ -236,6 +240,12 @@ def status_json(state, now, wall):
         "connections": [conn_info(state.conns[c]) for c in sorted(state.conns)],
         "counters": _counters(state),
     }
+    # --- issue 10: the health check settings (each server has its "check" figures)
+    doc["check"] = {"interval": st.check_interval, "probe": " ".join(st.check.words()),
+                    "rise": st.check_rise, "fall": st.check_fall,
+                    "ports": {str(i): s.extra["check_port"]
+                              for i, s in enumerate(state.servers) if s.extra.get("check_port")}}
+    # --- end issue 10
     return json.dumps(doc, sort_keys=True)
 
 
@@ -260,13 +270,15 @@ def prometheus(state, now):
     servers = [({"server": str(i), "address": s.addr, "port": str(s.port or 0)}, s)
                for i, s in enumerate(state.servers)]
     metric("pen_server_up", "gauge", "1 if the server takes new clients.",
-           [(lb, int(s.status <= now and not s.disabled and s.sockaddr is not None))
-            for lb, s in servers])
+           [(lb, int(s.available(now))) for lb, s in servers])
+    metric("pen_server_state", "gauge", "1 for the state the server is in.",
+           [({**lb, "state": name}, int(s.state(now) == name))
+            for lb, s in servers for name in STATES])
     metric("pen_server_connections", "gauge", "Current connections to the server.",
            [(lb, s.conn) for lb, s in servers])
     metric("pen_server_connections_total", "counter",
            "Connections made to the server.",
-           [(lb, getattr(s, "connects", 0)) for lb, s in servers])
+           [(lb, s.connects) for lb, s in servers])
     metric("pen_server_sent_bytes_total", "counter", "Bytes sent to the server.",
            [(lb, s.sx) for lb, s in servers])
     metric("pen_server_received_bytes_total", "counter",

@@ -17,8 +17,8 @@ incoming BIO, lets SSL_shutdown() find it empty, and puts it back.  It
 also saves system calls: one recv per TLS record (an SSLSocket makes two,
 header then body) and one send for a whole buffer of records.
 
-Phases of a TlsConn: HANDSHAKE -> CONNECTING -> RELAYING -> CLOSED.  The
-handshake runs before the backend is chosen (a client that never finishes
+The handshake is a pre-dispatch stage (TlsHandshake, pen/stages.py): it
+runs before the backend is chosen (a client that never finishes
 it costs one fd and one timer, and no backend connection); the connect
 timeout (-t) bounds it.  Backpressure as for plain TCP: while a pump holds
 data it does not read its source; at most one buffer of plaintext and one
@@ -33,8 +33,8 @@ import ssl
 
 from .errors import ConfigError
 from .loop import EVENT_READ, EVENT_WRITE
-from .relay import (CONNECTING, HANDSHAKE, RELAYING, SOFT_ERRORS, Conn, FirstLine,
-                    Pump)
+from .relay import RELAYING, SOFT_ERRORS, Conn, Pump
+from .stages import Stage
 
 log = logging.getLogger("pen")
 
@@ -217,7 +217,7 @@ class TlsReadPump(Pump):
 
     __slots__ = ()
 
-    splice = property(lambda self: False, lambda self, value: None)
+    can_splice = False
 
 
 class TlsWritePump(Pump):
@@ -270,15 +270,67 @@ class TlsWritePump(Pump):
         self.shut = True
 
 
+class TlsHandshake(Stage):
+    """The pre-dispatch stage that completes the TLS handshake (before a
+    backend is chosen: a client that never finishes it costs one fd and one
+    timer).  A client the ACL refuses, with no abuse server to go to, is
+    closed without a handshake."""
+
+    __slots__ = ("on_event",)
+
+    name = "TLS handshake"
+
+    def __init__(self, conn):
+        super().__init__(conn)
+        self.on_event = self._on_event
+
+    def begin(self):
+        conn = self.conn
+        owner = conn.owner
+        if owner.state.abuse is None and not owner.client_allowed(conn.client_ip):
+            conn.stage_done()         # refused by dispatch, no handshake
+            return
+        super().begin()
+        conn.cmask = EVENT_READ
+        conn.reactor.register(conn.client, EVENT_READ, self.on_event)
+
+    def _on_event(self, mask):
+        conn = self.conn
+        if conn.stage is not self:
+            return
+        link = conn.tls
+        try:
+            if mask & EVENT_WRITE:
+                link.flush()
+            want = link.handshake(mask & EVENT_READ)
+        except OSError as e:
+            try:
+                link.flush()          # the alert, if any, so the client knows why
+            except OSError:
+                pass
+            self.fail(f"failed: {e}")
+            return
+        if want is not None:
+            if want != conn.cmask:
+                conn.reactor.modify(conn.client, want, self.on_event)
+                conn.cmask = want
+            return
+        log.debug("conn %d: TLS %s with %s", conn.id, link.obj.version(), conn.client_ip)
+        conn.stage_done()
+
+
 class TlsConn(Conn):
-    """A Conn whose client speaks TLS."""
+    """A Conn whose client speaks TLS: its pumps read and write the TlsLink
+    (Conn.new_pump), its handlers read again when plaintext waits inside
+    the link (`_kick`)."""
 
     __slots__ = ("tls", "kicking")
 
-    def __init__(self, conn_id, app, client, client_addr, client_ip, client_port):
-        super().__init__(conn_id, app, client, client_addr, client_ip, client_port)
-        self.phase = HANDSHAKE
-        self.tls = TlsLink(app.tls_context, client, app.pools)
+    plain = False
+
+    def __init__(self, conn_id, owner, client, client_addr, client_ip, client_port):
+        super().__init__(conn_id, owner, client, client_addr, client_ip, client_port)
+        self.tls = TlsLink(owner.tls_context, client, owner.pools)
         self.kicking = False
 
     def new_pump(self, src, dst, pools, splice, filter=None, dump=None):
@@ -286,66 +338,12 @@ class TlsConn(Conn):
             return TlsReadPump(self.tls, dst, pools, splice, filter, dump)
         return TlsWritePump(src, self.tls, pools, splice, filter, dump)
 
-    # --- handshake ------------------------------------------------------------------
-    def start(self):
-        app = self.app
-        if app.state.abuse is None and not app.client_allowed(self.client_ip):
-            app.dispatch(self)       # refused: closed without a handshake
-            return
-        self.timer = app.reactor.call_later(app.state.settings.connect_timeout,
-                                            self._handshake_timed_out)
-        self.cmask = EVENT_READ
-        app.reactor.register(self.client, EVENT_READ, self.on_client)
-
-    def _handshake_timed_out(self):
-        self.timer = None
-        if self.phase is HANDSHAKE:
-            log.debug("conn %d: TLS handshake with %s timed out", self.id, self.client_ip)
-            self.close_client_only()
-
-    def _handshake(self, mask):
-        link = self.tls
-        try:
-            if mask & EVENT_WRITE:
-                link.flush()
-            want = link.handshake(mask & EVENT_READ)
-        except OSError as e:
-            log.debug("conn %d: TLS handshake with %s failed: %s", self.id, self.client_ip, e)
-            try:
-                link.flush()          # the alert, if any, so the client knows why
-            except OSError:
-                pass
-            self.close_client_only()
-            return
-        reactor = self.app.reactor
-        if want is not None:
-            if want != self.cmask:
-                reactor.modify(self.client, want, self.on_client)
-                self.cmask = want
-            return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        reactor.unregister(self.client)
-        self.cmask = 0
-        self._enter(CONNECTING)
-        log.debug("conn %d: TLS %s with %s", self.id, link.obj.version(), self.client_ip)
-        self.app.dispatch(self)
-
     def _connected(self):
         super()._connected()
-        c2s = self.c2s
-        if self.app.conn_log is not None and c2s.filter is None:
-            c2s.filter = FirstLine(self)      # the request line for -l
-        self._update()               # handshake leftovers: ciphertext, early data
+        if self.phase is RELAYING:
+            self._update()               # handshake leftovers: ciphertext, early data
 
     # --- relaying -------------------------------------------------------------------
-    def _on_client_event(self, mask):
-        if self.phase is HANDSHAKE:
-            self._handshake(mask)
-        else:
-            Conn._on_client_event(self, mask)
-
     def _update(self):
         c2s, s2c = self.c2s, self.s2c
         if s2c.eof and not s2c.shut and not s2c.pending:
@@ -363,7 +361,7 @@ class TlsConn(Conn):
         that is already inside the BIO or the SSL object."""
         if not self.kicking:
             self.kicking = True
-            self.app.reactor.call_later(0, self._kicked)
+            self.reactor.call_later(0, self._kicked)
 
     def _kicked(self):
         self.kicking = False
@@ -372,19 +370,17 @@ class TlsConn(Conn):
         if self.phase is RELAYING and not (c2s.pending or c2s.eof):
             Conn._on_client_event(self, EVENT_READ)
 
-    def close_client_only(self):
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        super().close_client_only()
 
 
 # --- wiring into the daemon ------------------------------------------------------------
 
 def enable(app, ctx):
-    """Terminate TLS on `app`'s listener with `ctx` (None: plain TCP)."""
-    app.tls_context = ctx
-    app.conn_class = TlsConn if ctx is not None else Conn
+    """Terminate TLS on `app`'s listener with `ctx` (None: plain TCP): TLS
+    connections, and the handshake among the service's stages."""
+    service = app.service
+    service.tls_context = ctx
+    service.conn_class = TlsConn if ctx is not None else Conn
+    service.set_stage("tls", TlsHandshake if ctx is not None else None)
 
 
 def setup(app):

@@ -15,8 +15,8 @@ import socket
 import time
 from collections import OrderedDict
 
-from . import balance
 from .loop import EVENT_READ
+from .service import ABUSE, REFUSED
 
 log = logging.getLogger("pen")
 
@@ -28,7 +28,7 @@ SWEEP = 1.0
 
 class Session:
     __slots__ = ("relay", "addr", "ip", "sock", "server", "index", "last",
-                 "on_reply", "sx", "rx")
+                 "on_reply", "sx", "rx", "answered")
 
     def __init__(self, relay, addr, sock, server, index, now):
         self.relay, self.addr, self.sock = relay, addr, sock
@@ -36,6 +36,11 @@ class Session:
         self.server, self.index, self.last = server, index, now
         self.on_reply = self._on_reply
         self.sx = self.rx = 0
+        self.answered = False     # the server replied at least once
+
+    def abort(self):
+        """A bug in this session's handler: drop the session."""
+        self.relay.close_session(self)
 
     def _on_reply(self, mask):
         # One datagram per event: a session usually has just the one reply
@@ -58,6 +63,9 @@ class Session:
             relay.close_session(self)
             return
         n = len(data)
+        if not self.answered:
+            self.answered = True
+            self.server.mark_ok(time.monotonic(), self.ip)   # lifts a blacklist
         self.rx += n
         self.server.rx += n
         self.last = time.monotonic()
@@ -71,10 +79,13 @@ class Session:
 
 
 class UdpRelay:
-    def __init__(self, app, listener):
-        self.app = app
-        self.state = app.state
-        self.reactor = app.reactor
+    """The UDP side of a Service: sessions, admitted and placed by the
+    Service's admit/choose_for/fallback like TCP clients."""
+
+    def __init__(self, service, listener):
+        self.service = service
+        self.state = service.state
+        self.reactor = service.reactor
         self.listener = None
         self.sessions = OrderedDict()
         self.now = time.monotonic()   # the clock, read once per batch of datagrams
@@ -138,17 +149,19 @@ class UdpRelay:
         state = self.state
         st = state.settings
         ip = addr[0]
-        if not self.app.client_allowed(ip):
+        service = self.service
+        verdict, entry = service.admit(ip, now)
+        if verdict == REFUSED:
+            return None
+        if verdict == ABUSE:
             server, index = state.abuse, "abuse"
-            if server is None:
-                return None
         else:
-            entry = state.clients.touch(ip, now, st.tracking)
-            index = balance.choose(state, ip, addr[1], now, entry, self.app.permitted(ip))
+            index = service.choose_for(ip, addr[1], now, entry)
             if index is None:
-                if state.emergency is None or st.stubborn:
+                chosen = service.fallback(now)
+                if chosen is None:
                     return None
-                server, index = state.emergency, "emergency"
+                server, index = chosen
             else:
                 server = state.servers[index]
         limit = max(1, st.conn_max)
@@ -171,7 +184,8 @@ class UdpRelay:
 
     def server_refused(self, session):
         server = session.server
-        server.status = time.monotonic() + self.state.settings.blacklist_time
+        server.mark_failed(time.monotonic(), "port unreachable", self.state.settings,
+                           session.ip)
         self.state.counters.connect_failures += 1
         log.debug("udp: blacklisting server %s: port unreachable", session.index)
         self.close_session(session)

@@ -1,6 +1,6 @@
 """Plain TCP relaying through both data paths of a real pen process:
 os.splice through pooled pipes (the default) and the recv_into/send buffer
-path it falls back to (forced here by launch_nosplice.py, for both
+path it falls back to (forced here by `no splice`, for both
 directions; -H only buffers the client's direction).  Byte-exact transfers,
 many small exchanges on one connection (the hot path of kept-alive HTTP),
 half-close and resets from either side.  (The memory bound of the buffer
@@ -9,7 +9,6 @@ path: tests/unit/test_relay.py; of the splice path: test_core.)"""
 import os
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,15 +16,18 @@ from conftest import (TIMEOUT, connect, free_port, raw_listener, read_line,
                       recv_all, wait_until)
 from test_core import _transfer
 
-LAUNCHER = Path(__file__).with_name("launch_nosplice.py")
 PATHS = ["splice", "buffer"]
 
 
 @pytest.fixture
 def relay(pen):
-    """relay(path, *args, port=...) -> a running pen on that data path."""
+    """relay(path, *args, port=...) -> a running pen on that data path
+    (`no splice` sends plain TCP through the user-space buffers, the path
+    pen falls back to where splice is missing or refused)."""
     def start(path, *args, port):
-        return pen(*args, port=port, launcher=LAUNCHER if path == "buffer" else None)
+        if path == "buffer":
+            args = ("-o", "no splice", *args)
+        return pen(*args, port=port)
     return start
 
 

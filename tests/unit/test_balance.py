@@ -53,7 +53,7 @@ def test_client_table_evicts_least_recently_used():
 
 def test_blacklisted_server_is_skipped_and_returns_after_its_time():
     st = make(3, roundrobin=True)
-    st.servers[1].status = 130.0       # blacklisted until t=130
+    st.servers[1].blacklisted_until = 130.0       # blacklisted until t=130
     assert pick(st, now=100) == 2
     assert pick(st, now=100) == 0
     assert pick(st, now=131) == 1
@@ -92,7 +92,7 @@ def test_hash_selection_and_unavailable_hash_target_fails_over():
     st = make(3, hash=True)
     assert pick(st, "127.0.0.1") == 2
     st2 = make(3, hash=True)
-    st2.servers[2].status = 1e9
+    st2.servers[2].blacklisted_until = 1e9
     assert pick(st2, "127.0.0.1") == 0   # next index after the hashed one
 
 
@@ -128,7 +128,7 @@ def test_prio_lowest_number_wins_then_next_index_when_full():
     assert pick(st) == 1
     st.servers[1].max, st.servers[1].conn = 2, 2
     assert pick(st) == 2            # pen: failover walks by index, 1 -> 2
-    st.servers[1].status = 1e9
+    st.servers[1].blacklisted_until = 1e9
     assert pick(st) == 2            # blacklisted: next best prio
 
 
@@ -137,24 +137,24 @@ def test_failover_walks_next_indexes_each_failure_blacklisted():
     order, index, now = [], 1, 100.0
     while index is not None and len(order) < 10:
         order.append(index)
-        st.servers[index].status = now + 30      # the connect failed
+        st.servers[index].blacklisted_until = now + 30      # the connect failed
         index = failover(st, 1, index, now)
     assert order == [1, 2, 0]
 
 
 def test_failover_tries_the_initial_pick_last():
     st = make(3)
-    st.servers[0].status = 1e9
+    st.servers[0].blacklisted_until = 1e9
     # Initial 1 was full (not blacklisted), 2 failed: 0 is down, so the
     # walk ends on the initial pick again, as pen's do/while does.
     assert failover(st, 1, 2, 100.0) == 1
-    st.servers[1].status = 1e9
+    st.servers[1].blacklisted_until = 1e9
     assert failover(st, 1, 2, 100.0) is None
 
 
 def test_failover_skips_blacklisted_and_stubborn_never_fails_over():
     st = make(3)
-    st.servers[2].status = 1e9
+    st.servers[2].blacklisted_until = 1e9
     assert failover(st, 1, 1, 100.0) == 0
     st.settings.stubborn = True
     assert failover(st, 1, 1, 100.0) is None
@@ -162,7 +162,7 @@ def test_failover_skips_blacklisted_and_stubborn_never_fails_over():
 
 def test_stubborn_with_unavailable_choice_gives_none():
     st = make(2, stubborn=True, roundrobin=True)
-    st.servers[1].status = 1e9
+    st.servers[1].blacklisted_until = 1e9
     # Round robin skips blacklisted servers (pen: server_is_unavailable).
     assert pick(st) == 0
     st.servers[0].max = st.servers[0].conn = 1
@@ -198,7 +198,7 @@ def test_extension_algorithms(algorithm, expect):
 def test_random_only_picks_available():
     st = make(3, roundrobin=True)
     st.settings.algorithm = "random"
-    st.servers[0].status = st.servers[2].status = 1e9
+    st.servers[0].blacklisted_until = st.servers[2].blacklisted_until = 1e9
     assert {pick(st) for _ in range(20)} == {1}
 
 

@@ -9,6 +9,7 @@ import copy
 import os
 
 import pytest
+from realconn import RealConns
 
 from pen import commands
 from pen.addr import parse_listen
@@ -43,7 +44,7 @@ def snapshot(state):
     """Everything a command could change, comparable."""
     return (copy.deepcopy(state.settings), dump(state, "/x", WALL),
             [(s.host, s.port, s.sockaddr, s.max, s.hard, s.weight, s.prio, s.acl,
-              s.status, s.disabled) for s in state.servers],
+              s.blacklisted_until, s.disabled, s.draining) for s in state.servers],
             len(state.clients.entries), state.clients.size)
 
 
@@ -143,7 +144,8 @@ def test_servers_lines(state):
         "0 addr 127.0.0.1 port 9001 conn 0 max 5 hard 7 weight 3 prio 2 sx 0 rx 0",
         "1 addr 127.0.0.1 port 9002 conn 0 max 0 hard 0 weight 0 prio 0 sx 60 rx 60"]
     assert reply(state, "server 1") == [
-        "1 addr 127.0.0.1 port 9002 conn 0 max 0 hard 0 weight 0 prio 0 sx 60 rx 60"]
+        "1 addr 127.0.0.1 port 9002 conn 0 max 0 hard 0 weight 0 prio 0 sx 60 rx 60",
+        "state up blacklisted_for 0 failures 0 check passed 0 failed 0 last -"]
 
 
 def test_log_and_web_stats(state):
@@ -171,9 +173,9 @@ def test_recent(state):
 
 def test_server_blacklist_and_restore(state):
     reply(state, "server 1 blacklist 60")
-    assert state.servers[1].status == NOW + 60
+    assert state.servers[1].blacklisted_until == NOW + 60
     reply(state, "server 1 blacklist 0")
-    assert state.servers[1].status <= NOW
+    assert state.servers[1].blacklisted_until <= NOW
 
 
 def test_server_grows_by_one_and_needs_an_address(state):
@@ -205,7 +207,7 @@ def test_server_disable_enable(state):
     reply(state, "server 1 enable weight 2")
     assert not state.servers[1].disabled and state.servers[1].weight == 2
     assert reply(state, "server 1 enable disable") == [
-        "server: give either enable or disable, not both"]
+        "server: give one of disable, enable or drain, not several"]
 
 
 def test_acl_commands(state):
@@ -256,28 +258,19 @@ def test_exit_needs_dash_x():
 
 
 def test_close_and_connection_of_a_live_conn(state):
-    class Sock:
-        def __init__(self, fd):
-            self.fd = fd
-
-        def fileno(self):
-            return self.fd
-
-    class Pump:
-        pending, eof = 5, False
-
-    class Conn:
-        id, phase, client_ip, client_port, index = 7, "RELAYING", "10.0.0.9", 5555, 1
-        client, server, c2s, s2c, sx, rx = Sock(11), Sock(12), Pump(), Pump(), 3, 4
-
-    state.conns[7] = Conn()
-    assert run(state, "close 7") == (["Forcibly closing connection 7"], [("close", 7)])
-    assert reply(state, "close 8") == ["Connection 8 is not open"]
-    assert reply(state, "connection 7") == [
-        "Connection 7:", "state = 2", "downfd = 11, upfd = 12",
-        "client = 10.0.0.9, server = 1", "pend = 0"]
-    assert reply(state, "socket 12") == ["Socket 12 belongs to connection 7"]
-    assert reply(state, "socket 13") == ["Socket 13 belongs to connection -1"]
+    real = RealConns(state)
+    try:
+        conn = real.make(7, client_ip="10.0.0.9", client_port=5555, index=1)
+        down, up = conn.client.fileno(), conn.server.fileno()
+        assert run(state, "close 7") == (["Forcibly closing connection 7"], [("close", 7)])
+        assert reply(state, "close 8") == ["Connection 8 is not open"]
+        assert reply(state, "connection 7") == [
+            "Connection 7:", "state = 2", f"downfd = {down}, upfd = {up}",
+            "client = 10.0.0.9, server = 1", "pend = 0"]
+        assert reply(state, f"socket {up}") == [f"Socket {up} belongs to connection 7"]
+        assert reply(state, "socket 9999") == ["Socket 9999 belongs to connection -1"]
+    finally:
+        real.close()
 
 
 def test_status_html_and_webfile(state):

@@ -84,6 +84,51 @@ def test_unregister_twice_is_harmless(reactor):
     reactor.register(a, EVENT_READ, print)
     reactor.unregister(a)
     reactor.unregister(a)
+    with pytest.raises(KeyError):
+        reactor.selector.get_key(a)
+    reactor.register(a, EVENT_READ, print)      # and it can come back
+    assert reactor.selector.get_key(a).events == EVENT_READ
+    reactor.unregister(a)
+    a.close()
+    b.close()
+
+
+class Buggy:
+    """A handler object whose handler raises a bug (not an OSError)."""
+
+    def __init__(self, reactor, sock, with_abort):
+        self.reactor, self.sock = reactor, sock
+        self.calls = self.aborted = 0
+        if with_abort:
+            self.abort = self._abort
+
+    def on_event(self, mask):
+        self.calls += 1
+        raise ValueError("bug")
+
+    def _abort(self):
+        self.aborted += 1
+        self.reactor.unregister(self.sock)
+
+
+@pytest.mark.parametrize("with_abort", [True, False])
+def test_a_buggy_handler_is_logged_with_traceback_and_stopped(reactor, caplog, with_abort):
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    buggy = Buggy(reactor, b, with_abort)
+    reactor.register(b, EVENT_READ, buggy.on_event)
+    a.send(b"x")                        # stays readable: a live handler would spin
+    for _ in range(3):
+        reactor.call_later(0.05, lambda: None)
+    deadline = reactor.call_later(0.3, reactor.stop)
+    reactor.run()
+    deadline.cancel()
+    assert buggy.calls == 1             # once, not on every turn
+    assert buggy.aborted == (1 if with_abort else 0)
+    with pytest.raises(KeyError):
+        reactor.selector.get_key(b)
+    record = next(r for r in caplog.records if "failed" in r.getMessage())
+    assert record.exc_info and record.exc_info[0] is ValueError
     a.close()
     b.close()
 

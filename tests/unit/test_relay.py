@@ -86,13 +86,24 @@ def test_eof_is_forwarded_as_half_close_after_the_data(pump):
     dst.send(b"reply still flows back")     # the other direction is open
 
 
-def test_reset_source_raises_oserror(pump):
+def test_closed_source_ends_the_pump_and_half_closes_dst(pump):
     p, src, dst, pools = pump
     src.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     src.close()
-    # A Unix socketpair reports a closed peer as EOF, not a reset: either
-    # way the pump must end, not spin.
-    assert p.pull() == 0 and p.eof
+    # A Unix socketpair reports a closed peer as EOF, not a reset: the pump
+    # ends (no spin) and passes the EOF on.
+    assert p.pull() == 0 and p.eof and p.shut
+    assert dst.recv(10) == b""
+
+
+def test_a_gone_destination_raises_oserror_and_holds_nothing(pump):
+    p, src, dst, pools = pump
+    dst.close()
+    src.sendall(b"into the void")
+    with pytest.raises(OSError):
+        p.pull()
+    p.close()
+    assert p.pending == 0 and p.buf is None and p.pipe is None
 
 
 def test_filter_forces_the_buffer_path():

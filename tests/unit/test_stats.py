@@ -2,7 +2,9 @@
 
 import json
 import time
-from types import SimpleNamespace
+
+import pytest
+from realconn import RealConns
 
 from pen import stats
 from pen.addr import parse_listen
@@ -110,12 +112,20 @@ def make_state():
     return state
 
 
-def fake_conn(conn_id=3, phase="RELAYING"):
-    sock = lambda fd: SimpleNamespace(fileno=lambda: fd)
-    return SimpleNamespace(id=conn_id, phase=phase, client=sock(10), server=sock(11),
-                           client_ip="10.0.0.1", client_port=4000, index=0,
-                           c2s=SimpleNamespace(pending=7, eof=True),
-                           s2c=SimpleNamespace(pending=0, eof=False), sx=5, rx=6)
+@pytest.fixture
+def conns():
+    made = []
+
+    def make(state, relaying=True):
+        real = RealConns(state)
+        made.append(real)
+        conn = real.make(3, relaying=relaying)
+        if relaying:
+            conn.c2s.pending, conn.c2s.eof = 7, True    # 7 bytes held for the server
+        return conn
+    yield make
+    for real in made:
+        real.close()
 
 
 def test_status_page_matches_pens_layout():
@@ -124,52 +134,58 @@ def test_status_page_matches_pens_layout():
     assert page == expected
 
 
-def test_status_page_lists_connections_and_blacklist():
+def test_status_page_lists_connections_and_blacklist(conns):
     state = make_state()
-    state.conns[3] = fake_conn()
-    state.servers[0].status = NOW + 20
+    conn = conns(state)
+    down, up = conn.client.fileno(), conn.server.fileno()
+    state.servers[0].blacklisted_until = NOW + 20
     page = stats.status_html(state, NOW, WALL)
     assert "<tr>\n<td>0</td>\n<td>127.0.0.1</td>\n<td>20</td>\n" in page
-    assert ("<tr>\n<td>3</td>\n<td>10</td>\n<td>11</td>\n<td>0</td>\n<td>7</td>\n"
+    assert (f"<tr>\n<td>3</td>\n<td>{down}</td>\n<td>{up}</td>\n<td>0</td>\n<td>7</td>\n"
             "<td>10.0.0.1</td>\n<td>0</td>\n</tr>\n") in page
     assert "500 max, 1 used, 3 last" in page
 
 
-def test_conn_info_is_defensive():
-    info = stats.conn_info(object())
-    assert info["downfd"] == -1 and info["server"] == -1 and info["state"] == 0
-    closed = SimpleNamespace(fileno=lambda: (_ for _ in ()).throw(OSError()))
-    assert stats.conn_info(SimpleNamespace(client=closed))["downfd"] == -1
-    info = stats.conn_info(fake_conn())
+def test_conn_info_reads_relaying_and_connecting_conns(conns):
+    state = make_state()
+    info = stats.conn_info(conns(state))
     assert info["state"] == stats.CS_CONNECTED | stats.CS_CLOSED_DOWN
-    assert stats.conn_info(fake_conn(phase="CONNECTING"))["state"] == stats.CS_IN_PROGRESS
+    assert (info["pending_up"], info["pending_down"], info["sx"], info["rx"]) == (7, 0, 0, 0)
+    connecting = conns(state, relaying=False)
+    info = stats.conn_info(connecting)
+    assert info["state"] == stats.CS_IN_PROGRESS and info["pending_up"] == 0
+    connecting.client.close()
+    assert stats.conn_info(connecting)["downfd"] == -1
 
 
-def test_lines():
+def test_lines(conns):
     state = make_state()
     assert stats.server_lines(state)[1] == (
         "1 addr 127.0.0.1 port 36321 conn 0 max 0 hard 0 weight 4 prio 0 sx 60 rx 60")
     assert stats.recent_lines(state, 300, NOW) == ["127.0.0.1 connects 4 sx 60 rx 60"]
     assert stats.mode_line(state.settings) == (
         "no hash no roundrobin no stubborn no weight no prio")
-    assert stats.connection_lines(3, fake_conn()) == [
-        "Connection 3:", "state = 10", "downfd = 10, upfd = 11",
+    conn = conns(state)
+    assert stats.connection_lines(3, conn) == [
+        "Connection 3:", "state = 10",
+        f"downfd = {conn.client.fileno()}, upfd = {conn.server.fileno()}",
         "client = 10.0.0.1, server = 0", "pend = 0"]
 
 
-def test_text_stats():
+def test_text_stats(conns):
     state = make_state()
-    state.conns[3] = fake_conn()
+    conn = conns(state)
     lines = stats.text_stats(state, NOW, WALL)
     assert lines[0] == f"Time {stats.local_time(WALL)}, 2 servers, 1 current, 1 connections"
     assert lines[2].startswith("Server 1 status: address 127.0.0.1 port 36321")
     assert "Client 0 status: address 127.0.0.1 last used 1 last server 1" in lines[5]
-    assert lines[-1].startswith("Connection 3 status: downfd = 10, upfd = 11")
+    assert lines[-1].startswith(f"Connection 3 status: downfd = {conn.client.fileno()}, "
+                                f"upfd = {conn.server.fileno()}")
 
 
-def test_status_json():
+def test_status_json(conns):
     state = make_state()
-    state.conns[3] = fake_conn()
+    conns(state)
     state.servers[1].disabled = True
     doc = json.loads(stats.status_json(state, NOW, WALL))
     assert doc["time"] == int(WALL)
@@ -183,7 +199,7 @@ def test_status_json():
 
 def test_prometheus():
     state = make_state()
-    state.servers[0].status = NOW + 5
+    state.servers[0].blacklisted_until = NOW + 5
     text = stats.prometheus(state, NOW)
     lines = text.splitlines()
     assert text.endswith("\n")
