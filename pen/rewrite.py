@@ -190,6 +190,23 @@ def server_cookie(settings, idx):
     return settings.server_cookies.get(idx) or "s%d" % idx
 
 
+def server_for_cookie(settings, head, count):
+    """The index of the server (of `count`) whose cookie the request's
+    sticky_cookie names, or None.  Whether that server can take the client
+    is the caller's question; if not, balance as usual (and the response
+    gets the new server's cookie, as its value differs)."""
+    if not settings.sticky_cookie:
+        return None
+    value = find_cookie(head, settings.sticky_cookie)
+    if value is None:
+        return None
+    value = value.decode("latin-1")
+    for idx in range(count):
+        if server_cookie(settings, idx) == value:
+            return idx
+    return None
+
+
 def rules_for(settings, idx):
     """(server rules, client rules) for a connection to server idx: the
     global rules, then that server's, each in the order they were made."""

@@ -173,3 +173,21 @@ def test_rewriter_without_rules_keeps_bytes():
     req, resp = connection(Rewriter("10.0.0.7"))
     data = b"GET / HTTP/1.1\r\nHost:   a\r\n\r\n"
     assert req.feed(data) == data
+
+
+class FakeSettings:
+    def __init__(self, **kw):
+        self.sticky_cookie = kw.get("sticky_cookie")
+        self.server_cookies = kw.get("server_cookies", {})
+
+
+def test_server_for_cookie():
+    from pen.rewrite import server_for_cookie
+    st = FakeSettings(sticky_cookie="SRV", server_cookies={2: "blue"})
+    head = request(b"GET / HTTP/1.1\r\nCookie: SRV=s1\r\n\r\n")
+    assert server_for_cookie(st, head, 3) == 1
+    assert server_for_cookie(st, head, 1) is None            # no server 1
+    assert server_for_cookie(st, request(b"GET / HTTP/1.1\r\nCookie: SRV=blue\r\n\r\n"), 3) == 2
+    assert server_for_cookie(st, request(b"GET / HTTP/1.1\r\nCookie: SRV=s2\r\n\r\n"), 3) is None
+    assert server_for_cookie(st, request(), 3) is None
+    assert server_for_cookie(FakeSettings(), head, 3) is None
