@@ -165,6 +165,7 @@ def test_readme_deployment_end_to_end(backends, tree):
         os.kill(pid, signal.SIGHUP)
         new_der = cert2.public_bytes(certgen.serialization.Encoding.DER)
         assert wait_until(lambda: tls_peer(port, c.ca_cert)[0] == new_der)
+        assert f"default file {crt}\n" in penctl(ctl, "ssl_info").stdout   # named as given
 
         # penctl write (over the -F file, as the pen user), then check it.
         r = penctl(ctl, "write")
