@@ -61,7 +61,20 @@ def server_detail(state, i, now):
     return [server_lines(state)[i],
             f"state {s.state(now)} blacklisted_for {blacklisted_for(s, now)} "
             f"failures {s.failures} check passed {c.passed} failed {c.failed} "
-            f"last {c.last or '-'}"]
+            f"last {c.last or '-'}",
+            load_line(state, i)]
+
+
+def load_line(state, i):
+    """issue 11: server i's bysize/byduration figures (what the choice
+    compares, before the weight divides them), decay and dump file."""
+    f = state.loads.get(i)
+    over = state.settings.algorithm_over
+    figures = (f.count, f.figure("bysize", over), f.figure("byduration", over),
+               f.decay) if f is not None else (0, 0.0, 0.0, 0)
+    line = "finished %d avg_bytes %.0f avg_seconds %.6f decay %d" % figures
+    path = state.settings.server_trafficlogs.get(i)
+    return f"{line} trafficlog {path}" if path else line
 
 
 def _entry_server(entry):

@@ -230,6 +230,18 @@ def test_mode_shows_over_and_write_keeps_it():
     assert fresh.settings.algorithm is None
 
 
+def test_bare_server_n_shows_figures_decay_and_dump_file():
+    st = make(2, over=2)
+    commands.execute(st, "server 1 decay 20")
+    commands.execute(st, "server 1 trafficlog /tmp/one.log")
+    for nbytes, seconds in ((100, 1.0), (300, 2.0), (500, 0.5)):
+        finish(st, 1, nbytes, seconds)
+    assert commands.execute(st, "server 1")[0][-1] == (
+        "finished 3 avg_bytes 400 avg_seconds 1.250000 decay 20 trafficlog /tmp/one.log")
+    assert commands.execute(st, "server 0")[0][-1] == (
+        "finished 0 avg_bytes 0 avg_seconds 0.000000 decay 0")
+
+
 @pytest.mark.parametrize("line,message", [
     ("bysize over", "expected 'over N'"),
     ("bysize under 3", "expected 'over N'"),

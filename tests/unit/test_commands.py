@@ -145,7 +145,8 @@ def test_servers_lines(state):
         "1 addr 127.0.0.1 port 9002 conn 0 max 0 hard 0 weight 0 prio 0 sx 60 rx 60"]
     assert reply(state, "server 1") == [
         "1 addr 127.0.0.1 port 9002 conn 0 max 0 hard 0 weight 0 prio 0 sx 60 rx 60",
-        "state up blacklisted_for 0 failures 0 check passed 0 failed 0 last -"]
+        "state up blacklisted_for 0 failures 0 check passed 0 failed 0 last -",
+        "finished 0 avg_bytes 0 avg_seconds 0.000000 decay 0"]
 
 
 def test_log_and_web_stats(state):
