@@ -34,6 +34,7 @@ import errno
 import hashlib
 import hmac
 import html
+import json
 import logging
 import secrets
 import socket
@@ -61,6 +62,7 @@ BACKLOG = 32
 MAX_HEADERS = 100
 MAX_FIELDS = 16
 REFRESH_MS = 2000            # the page's /status.json poll
+CONNS_SHOWN = 200            # connection rows on the page (all are in status.json)
 AUTH_CACHE = 64              # accepted credentials remembered (scrypt is slow)
 AUTH_CACHE_TTL = 300.0
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
@@ -316,16 +318,6 @@ def error_response(status, message, extra=()):
 # --- the page -------------------------------------------------------------------------------
 
 
-def server_state(server, now):
-    """up, blacklisted, down, disabled or draining."""
-    # Until every Server has the state machine (pen/servers.py), derive it.
-    if hasattr(server, "state"):
-        return server.state(now)
-    if server.disabled:
-        return "disabled"
-    return "blacklisted" if stats.blacklisted_for(server, now) else "up"
-
-
 def _form(i, action, token, extra=""):
     return (f'<form method="post" action="/server/{i}">'
             f'<input type="hidden" name="csrf" value="{token}">'
@@ -340,7 +332,7 @@ def render_page(state, now, wall, token):
     st = state.settings
     rows = []
     for i, s in enumerate(state.servers):
-        status = server_state(s, now)
+        status = s.state(now)
         cells = [f'<td>{i}</td>', f'<td>{esc(str(s.addr))}:{s.port or 0}</td>',
                  f'<td class="state {status}" data-field="state">{status}</td>',
                  f'<td data-field="blacklisted_for">{stats.blacklisted_for(s, now)}</td>']
@@ -352,6 +344,11 @@ def render_page(state, now, wall, token):
             _form(i, a, token, blacklist if a == "blacklist" else "") for a in ACTIONS)
             + '</td>')
         rows.append(f'<tr id="server-{i}" data-server="{i}">' + "".join(cells) + "</tr>")
+    conns = []
+    for conn_id in sorted(state.conns)[:CONNS_SHOWN]:
+        c = stats.conn_info(state.conns[conn_id])
+        conns.append("<tr>" + "".join(f"<td>{esc(str(c[k]))}</td>" for k in CONN_FIELDS)
+                     + "</tr>")
     counters = "".join(f'<tr><td>{esc(k)}</td><td data-counter="{esc(k)}">{v}</td></tr>'
                        for k, v in stats._counters(state).items())
     listen = esc(str(st.listen)) if st.listen is not None else "-"
@@ -374,12 +371,18 @@ updated <span id="updated">{esc(stats.local_time(wall))}</span></p>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table>
+<h2>Connections</h2>
+<table id="conns"><thead><tr>{"".join(f"<th>{k}</th>" for k in CONN_FIELDS)}</tr></thead>
+<tbody>{"".join(conns)}</tbody></table>
 <h2>Counters</h2>
 <table id="counters">{counters}</table>
 <p><a href="/status.json">status.json</a> &middot; <a href="/metrics">metrics</a></p>
 </body></html>
 """
 
+
+CONN_FIELDS = ("id", "phase", "client", "client_port", "server", "pending_up",
+               "pending_down")
 
 ADMIN_CSS = """\
 body { font-family: sans-serif; margin: 1em 2em; background: #fafafa; color: #222; }
@@ -392,15 +395,12 @@ td.up { background: #8e8; } td.blacklisted { background: #fc6; }
 td.down { background: #f88; } td.disabled { background: #ccc; }
 td.draining { background: #9cf; }
 td.actions form { display: inline; margin-left: 0.3em; }
+td.actions input[type=number] { width: 4em; }
 """
 
 ADMIN_JS = """\
 "use strict";
-function stateOf(s) {
-  if (s.state) return s.state;
-  if (s.disabled) return "disabled";
-  return s.blacklisted_for > 0 ? "blacklisted" : "up";
-}
+var FIELDS = %s;
 function refresh() {
   fetch("/status.json", {cache: "no-store", credentials: "same-origin"})
     .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
@@ -414,7 +414,7 @@ function refresh() {
         row.querySelectorAll("[data-field]").forEach(function (cell) {
           var f = cell.dataset.field;
           if (f === "state") {
-            var st = stateOf(s);
+            var st = s.state;
             cell.textContent = st; cell.className = "state " + st;
           } else if (f in s) {
             cell.textContent = s[f];
@@ -426,6 +426,15 @@ function refresh() {
         if (k in doc.counters) cell.textContent = doc.counters[k];
       });
       document.getElementById("connections").textContent = doc.connections.length;
+      var body = document.querySelector("#conns tbody");
+      body.replaceChildren.apply(body, doc.connections.slice(0, %d).map(function (c) {
+        var tr = document.createElement("tr");
+        FIELDS.forEach(function (k) {
+          var td = document.createElement("td");
+          td.textContent = c[k]; tr.appendChild(td);
+        });
+        return tr;
+      }));
       document.getElementById("clients").textContent = doc.clients.length;
       document.getElementById("updated").textContent =
         new Date(doc.time * 1000).toLocaleString();
@@ -434,7 +443,7 @@ function refresh() {
     .finally(function () { setTimeout(refresh, %d); });
 }
 setTimeout(refresh, %d);
-""" % (REFRESH_MS, REFRESH_MS)
+""" % (json.dumps(CONN_FIELDS), CONNS_SHOWN, REFRESH_MS, REFRESH_MS)
 
 
 def route(state, request, token, now, wall):

@@ -178,6 +178,20 @@ def test_page_shows_servers_states_and_forms():
         assert f'id="{action}-1"' in page
 
 
+class FakeConn:
+    id, phase, client_ip, client_port, index = 7, "CONNECTING", "10.0.0.9", 4242, 1
+    c2s = s2c = client = server = None
+    sx = rx = 0
+
+
+def test_page_lists_connections():
+    state = make_state()
+    state.conns[7] = FakeConn()
+    page = admin.render_page(state, NOW, WALL, TOKEN)
+    table = page[page.index('<table id="conns">'):]
+    assert "<td>7</td><td>CONNECTING</td><td>10.0.0.9</td><td>4242</td><td>1</td>" in table
+
+
 def test_page_escapes_what_the_user_wrote():
     state = make_state()
     state.settings.algorithm = "<script>"
