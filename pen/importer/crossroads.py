@@ -429,7 +429,6 @@ def emit(svc, findings, source, cfg_path):
     lines = [f"# Crossroads service {svc.name} ({source} line {svc.block.line}), "
              "imported by pen-import",
              f"# run: {command}",
-             f"listen {listen}",
              "# Crossroads does not remember clients: plain round robin, no tracking",
              "roundrobin"]
     if svc.debug:

@@ -178,9 +178,11 @@ def parse(text, keywords=()):
         if word != "service":
             r.fail(i, f"expected 'service NAME {{', found {word!r} "
                       "(statements belong inside a service block)")
-        block, i = _block(r, "service", end, i)
+        block, after = _block(r, "service", end, i)
         if block.name in seen:
-            r.fail(i - 1, f"service {block.name!r} defined twice (first at line {seen[block.name]})")
+            r.fail(i, f"service {block.name!r} defined twice "
+                      f"(first at line {seen[block.name]})")
+        i = after
         seen[block.name] = block.line
         services.append(block)
         i = r.skip(i)

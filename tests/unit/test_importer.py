@@ -28,7 +28,7 @@ def syntax_error(text):
     return str(info.value)
 
 
-BASE = ["listen 8000", "roundrobin"]
+BASE = ["roundrobin"]
 SERVER0 = "server 0 address 10.0.0.1 port 80 max 0 hard 0 weight 1"
 
 
@@ -79,7 +79,7 @@ def test_argument_position():
     ("service a port 1;", "1:11: expected '{' after service a"),
     ("service a { port 1; backend b { backend c { } } }", "1:33: backend inside a backend"),
     ("service a { port 1; backend b { server h:1; } }\nservice a { }",
-     "2:13: service 'a' defined twice (first at line 1)"),
+     "2:1: service 'a' defined twice (first at line 1)"),
     ("service a { backend b { server h:1; } backend b { server h:2; } }",
      "1:39: backend 'b' defined twice"),
     ("service a { port 80 ", "1:18: port: missing ';' at end of file"),
@@ -136,7 +136,6 @@ def test_minimal_service_and_command_line():
     assert svc.lines == [
         "# Crossroads service www (cr.conf line 1), imported by pen-import",
         "# run: pen -F /etc/pen/www.cfg 80",
-        "listen 80",
         "# Crossroads does not remember clients: plain round robin, no tracking",
         "roundrobin",
         "# backend one (line 1)",
@@ -158,8 +157,7 @@ def test_service_settings():
     lines, command, findings = service(
         "revivinginterval 15; maxconnections 300; connectiontimeout 600; backlog 5; "
         "verbosity on; bindto 127.0.0.1; type http;")
-    assert lines == ["listen 127.0.0.1:8000", "roundrobin", "debug 1", "http", "check_interval 15", "conn_max 300",
-                            "idle_timeout 600", SERVER0]
+    assert lines == ["roundrobin", "debug 1", "http", "check_interval 15", "conn_max 300", "idle_timeout 600", SERVER0]
     assert command == "pen -q 5 -F s.cfg 127.0.0.1:8000"
     assert findings == []
 
@@ -186,7 +184,7 @@ def test_backend_settings():
 def test_server_and_port_statements():
     lines, _, _ = service("", "backend b { port 9000; server 10.0.0.2; } "
                               "backend c { server [::1]:9001; }")
-    assert lines[2:] == ["server 0 address 10.0.0.2 port 9000 max 0 hard 0 weight 1",
+    assert lines[1:] == ["server 0 address 10.0.0.2 port 9000 max 0 hard 0 weight 1",
                          "server 1 address ::1 port 9001 max 0 hard 0 weight 1"]
 
 
@@ -219,8 +217,8 @@ def test_hooks_are_quoted_for_pen():
     assert lines == BASE + ['on_failure "logger \\"pen down\\""', SERVER0,
                             'server 0 on_success "echo \\\\ok"']
     # pen's own reader gets the command back
-    assert split(lines[2]) == ["on_failure", 'logger "pen down"']
-    assert split(lines[4])[-1] == "echo \\ok"
+    assert split(lines[1]) == ["on_failure", 'logger "pen down"']
+    assert split(lines[3])[-1] == "echo \\ok"
 
 
 @pytest.mark.parametrize("directive, line", [
@@ -232,7 +230,8 @@ def test_hooks_are_quoted_for_pen():
     ("appendserverheader", 'header append server "X-By: Crossroads"'),
 ])
 def test_header_directives(directive, line):
-    lines, _, _ = service("", f'backend b {{ server 10.0.0.1:80; {directive} "X-By: Crossroads"; }}')
+    lines, _, _ = service("", f'backend b {{ server 10.0.0.1:80; '
+                              f'{directive} "X-By: Crossroads"; }}')
     assert lines == BASE + [SERVER0, f"server 0 {line}"]
     lines, _, _ = service(f"{directive} X-By:Crossroads;")
     assert lines == BASE + [line, SERVER0]
@@ -275,7 +274,7 @@ def test_throughputlog():
     lines, _, findings = service("", "backend a { server h:1; throughputlog /tmp/t; } "
                                      "backend b { server h:2; throughputlog /tmp/t; } "
                                      "backend c { server h:3; throughputlog /tmp/u; }")
-    assert lines[2] == "throughputlog /tmp/t"
+    assert lines[1] == "throughputlog /tmp/t"
     assert [k for _, k, _ in findings] == [NOTE, UNSUPPORTED]
     assert findings[1][0] == "1:145" and "already /tmp/t" in findings[1][2]
 
