@@ -208,13 +208,6 @@ def dump(state, path=None, wall=None):
     if st.admin_password_file:
         lines.append(f"admin_password_file {st.admin_password_file}")
     lines += commands.proxy_protocol_dump(state)   # issue 14: PROXY protocol out
-    # admin web listener (pen/admin.py)
-    if st.admin_listen is not None:
-        lines.append(f"admin_listen {st.admin_listen}")
-    if st.admin_acl:
-        lines.append(f"admin_acl {st.admin_acl}")
-    if st.admin_password_file:
-        lines.append(f"admin_password_file {st.admin_password_file}")
     lines += [f"server {i} disable" for i, s in enumerate(state.servers) if s.disabled]
     return lines
 
