@@ -539,42 +539,66 @@ class ResponseFramer(Framer):
 
 
 class HttpRefused(ConnectionAbortedError):
-    """Raised by the one-direction filter for a request it must not pass
-    on; the relay treats it as a socket error (close, count, log)."""
+    """Raised by a Filter for a message it must not pass on; the relay
+    treats it as a socket error (close, count, log at debug with the
+    client).  `error.reply` is what the client should get first (may be
+    b""), `passed` the good bytes framed before the error in that feed."""
 
-    def __init__(self, error):
+    def __init__(self, error, passed=b""):
         super().__init__(str(error))
         self.error = error
+        self.passed = passed
 
 
-class XForwardedFor:
-    """The -H filter of today's relay: adds X-Forwarded-Proto and
-    X-Forwarded-For to every request; raises HttpRefused for input that
-    must not be forwarded."""
+class Filter:
+    """A framer behind the relay's Pump.filter interface: feed(bytes) ->
+    bytes, raising HttpRefused instead of setting `error`."""
 
-    __slots__ = ("framer", "rules", "context")
+    __slots__ = ("framer",)
 
-    def __init__(self, client_ip, proto="http"):
-        self.rules = forwarded_rules(proto)
-        self.context = Context(client_ip)
-        self.framer = RequestFramer(self._on_head)
+    def __init__(self, framer):
+        self.framer = framer
 
     @property
     def first_line(self):
         return self.framer.first_line
+
+    def feed(self, data):
+        framer = self.framer
+        out = framer.feed(data)
+        if framer.error is not None:
+            raise HttpRefused(framer.error, out)
+        return out
+
+
+def filters(on_request=None, on_response=None):
+    """(client -> server Filter, server -> client Filter, their Exchange)
+    for one HTTP-mode connection; with a Rewriter: filters(rw.on_request,
+    rw.on_response).  After the server side's feed, when exchange.resume
+    is set, clear it and feed b"" to the client side: what it held after an
+    upgrade or CONNECT request goes to the server now."""
+    exchange = Exchange()
+    return (Filter(RequestFramer(on_request, exchange)),
+            Filter(ResponseFramer(exchange, on_response)), exchange)
+
+
+class XForwardedFor(Filter):
+    """The -H filter of today's relay, requests only: adds
+    X-Forwarded-Proto and X-Forwarded-For to every request; an upgrade or
+    CONNECT turns it into a tunnel at once (it cannot see the answer)."""
+
+    __slots__ = ("rules", "context")
+
+    def __init__(self, client_ip, proto="http"):
+        super().__init__(RequestFramer(self._on_head))
+        self.rules = forwarded_rules(proto)
+        self.context = Context(client_ip)
 
     def _on_head(self, head):
         context = self.context
         for rule in self.rules:
             rule.apply(head, context)
         return head
-
-    def feed(self, data):
-        framer = self.framer
-        out = framer.feed(data)
-        if framer.error is not None:
-            raise HttpRefused(framer.error)
-        return out
 
 
 def first_line(data):

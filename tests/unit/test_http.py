@@ -439,3 +439,22 @@ def test_repeated_content_lengths_must_be_the_same_text():
     framer = RequestFramer(None, Exchange())
     framer.feed(b"POST / HTTP/1.1\r\nContent-Length: 010\r\nContent-Length: 10\r\n\r\n")
     assert framer.error.status == 400
+
+
+def test_filters_for_the_relay():
+    from pen.http import filters
+    from pen.rewrite import Rewriter
+    rw = Rewriter("10.0.0.1", forwarded=True)
+    c2s, s2c, ex = filters(rw.on_request, rw.on_response)
+    assert c2s.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\nearly").endswith(
+        b"X-Forwarded-For: 10.0.0.1\r\n\r\n")
+    assert s2c.feed(b"HTTP/1.1 101 Switching Protocols\r\n\r\nhi") == \
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\nhi"
+    assert ex.resume and c2s.feed(b"") == b"early" and c2s.framer.tunnel
+    assert c2s.first_line == "GET /ws HTTP/1.1"
+    c2s, s2c, ex = filters()
+    with pytest.raises(HttpRefused) as e:
+        c2s.feed(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\nX: y\n\n")
+    assert e.value.passed == b"GET /a HTTP/1.1\r\n\r\n"
+    assert e.value.error.reply.startswith(b"HTTP/1.1 400 ")
+    assert isinstance(e.value, OSError)
