@@ -101,7 +101,10 @@ class DumpFile:
 
     def add(self, lines, run=None, header=None):
         """Queue `lines` (a `# conn` header first when another connection
-        wrote last); drop and count them when the buffer is full."""
+        wrote last); drop and count them when the buffer is full.  Once
+        the file is closed (`no trafficlog`), its connections stop dumping."""
+        if self.fd is None:
+            return
         if header is not None and self.run is not run:
             lines = [header] + lines
         data = ("\n".join(lines) + "\n").encode("ascii", "replace")

@@ -161,3 +161,14 @@ def test_reopen_follows_a_renamed_file(tmp_path):
     assert log.read_text().splitlines()[0].startswith("# conn 3 ")
     assert log.read_text().splitlines()[1].endswith("two")
     d.close()
+
+
+def test_lines_after_the_file_closed_are_not_kept(tmp_path):
+    log = tmp_path / "t.log"
+    st, reactor, d = make_dumps(tmp_path, trafficlog=str(log))
+    d.configure()
+    c, _ = d.for_conn(conn(), None, None)
+    st.settings.trafficlog = None
+    assert d.configure() == [] and not d.active
+    c(b"late")                   # a connection that started while dumping
+    assert not reactor.timers and log.read_text() == ""
