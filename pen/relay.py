@@ -23,6 +23,7 @@ import socket
 import time
 from typing import Protocol
 
+from . import proxyout
 from .loop import EVENT_READ, EVENT_WRITE
 
 log = logging.getLogger("pen")
@@ -550,6 +551,15 @@ class Conn:
             reactor.register(self.server, EVENT_READ, self.on_server)
         self.smask = EVENT_READ
         owner.connected(self)
+        st = self.settings
+        if st.proxy_protocol != "off" or st.server_proxy_protocol:   # issue 14: PROXY out
+            try:
+                preread = self.preread = proxyout.send_header(self, c2s, preread)
+            except OSError as e:
+                self._error("server", e)
+                return
+            if c2s.pending:
+                self._update()
         if preread:
             # What the stages read goes out first, through the filter like
             # any other client bytes.

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TIMEOUT, Backend, wait_until
+from conftest import TIMEOUT, Backend, recv_all, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRIB = ROOT / "contrib" / "keepalived"
@@ -251,12 +251,7 @@ def request():
             s.settimeout(1.0)
             s.sendall(PAYLOAD)
             s.shutdown(socket.SHUT_WR)
-            data = b""
-            for _ in range(16):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_all(s, 4096)
     except OSError as e:
         return False, type(e).__name__
     name, _, echo = data.partition(b"\n")
