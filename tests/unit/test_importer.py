@@ -426,3 +426,12 @@ def test_main_exit_codes(tmp_path, capsys):
     assert "balance argument 1: unknown balance option -x" in err
     assert importer.main(["--help"]) == 0
     assert "pen-import crossroads FILE" in capsys.readouterr().out
+
+
+def test_main_reads_stdin(tmp_path, capsys, monkeypatch):
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("service a { port 1; backend x { server h:2; } }"))
+    monkeypatch.chdir(tmp_path)
+    assert importer.main(["crossroads", "-"]) == 0
+    assert capsys.readouterr().out == "pen -F a.cfg 1\n"
+    assert (tmp_path / "a.cfg").read_text().startswith("# Crossroads service a (<stdin> line 1)")
