@@ -317,7 +317,7 @@ def throughputlog(svc, stmt, findings, backend=None):
 # --- reading a service -------------------------------------------------------------------
 
 
-def _unknown(stmt, context, table):
+def _unknown(stmt, context):
     other = "a backend" if context == "service" else "a service"
     hint = ""
     if stmt.keyword in (SERVICE if context == "backend" else BACKEND):
@@ -336,7 +336,7 @@ def read_service(block, findings):
         elif stmt.keyword in COMMON:
             COMMON[stmt.keyword](svc, stmt, findings)
         else:
-            _unknown(stmt, "service", SERVICE)
+            _unknown(stmt, "service")
     for bblock in block.backends:
         be = Backend(bblock)
         for stmt in bblock.statements:
@@ -345,7 +345,7 @@ def read_service(block, findings):
             elif stmt.keyword in BACKEND:
                 BACKEND[stmt.keyword](be, stmt, findings)
             else:
-                _unknown(stmt, "backend", BACKEND)
+                _unknown(stmt, "backend")
         if be.host is None:
             raise ImportSyntaxError(bblock.where, f"backend {be.name}: no server statement "
                                     "(required: server HOST[:PORT];)")
