@@ -17,6 +17,7 @@ from pen.loop import Reactor
 from pen.state import Settings
 
 from conftest import Backend, UdpBackend, free_port
+from test_health import HttpBackend
 
 TIMEOUT = 5.0
 
@@ -76,47 +77,6 @@ def probe_once(reactor, server, spec, timeout=2.0):
     return server.results[0]
 
 
-class HttpBackend:
-    """Answers every request with `self.code`; counts requests."""
-
-    def __init__(self, code=200):
-        self.code = code
-        self.requests = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(2)
-                data = b""
-                try:
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
-                    self.requests.append(data)
-                    conn.sendall(b"HTTP/1.0 %d X\r\nContent-Length: 0\r\n\r\n" % self.code)
-                except OSError:
-                    pass
-
-    def close(self):
-        self.stopped.set()
-        self.sock.close()
-        self.thread.join(2)
-
-
 def test_tcp_probe_passes_on_a_listener_and_fails_refused(reactor):
     backend = Backend("S0")
     try:
@@ -153,7 +113,8 @@ def test_a_silent_server_times_out_within_the_connect_timeout(reactor):
 
 
 def test_http_probe_sends_get_with_host_and_judges_the_code(reactor):
-    backend = HttpBackend(204)
+    backend = HttpBackend("H")
+    backend.health = 204
     try:
         server = StandIn(0, "127.0.0.1", 1)
         server.extra["check_port"] = backend.port          # server N check_port P
@@ -161,7 +122,7 @@ def test_http_probe_sends_get_with_host_and_judges_the_code(reactor):
         request = backend.requests[0]
         assert request.startswith(b"GET /health HTTP/1.0\r\n")
         assert b"\r\nHost: 127.0.0.1:%d\r\n" % backend.port in request
-        backend.code = 500
+        backend.health = 500
         server.results.clear()
         assert probe_once(reactor, server, parse_check(["http", "/health"])) == (
             False, "http status 500")
