@@ -240,7 +240,8 @@ class Probe:
         sock.setblocking(False)
         self.timer = self.checker.reactor.call_later(timeout, self._timed_out)
         try:
-            if source and (":" in source) == (family == socket.AF_INET6):
+            if source and family != socket.AF_UNIX and (":" in source) == (
+                    family == socket.AF_INET6):
                 sock.bind((source, 0))
             if udp:
                 sock.connect(sockaddr)
@@ -435,10 +436,12 @@ class Checker:
             return
         self.timers[index] = self.reactor.call_later(next_delay(interval), self._due, index)
         server = self.state.servers[index]
-        if index in self.in_flight or server.disabled or not isinstance(server.sockaddr, tuple):
+        if index in self.in_flight or server.disabled or not server.sockaddr:
             return
         st = self.state.settings
-        sockaddr = (server.sockaddr[0], self.port_of(server)) + tuple(server.sockaddr[2:])
+        sockaddr = server.sockaddr
+        if isinstance(sockaddr, tuple):       # a Unix socket's path has no port
+            sockaddr = (sockaddr[0], self.port_of(server)) + tuple(sockaddr[2:])
         probe = Probe(self, server, st.check)
         self.in_flight[index] = probe
         self.probes += 1

@@ -156,8 +156,9 @@ def test_check_tcp_revives_a_restarted_backend_long_before_b_runs_out(pen, backe
         revived.close()
 
 
-def test_check_http_takes_a_server_down_and_up_with_zero_failed_requests(pen):
+def test_check_http_takes_a_server_down_and_up_with_zero_failed_requests(pen, tmp_path):
     a, b = HttpBackend("A"), HttpBackend("B")
+    events = tmp_path / "events"
     stop = threading.Event()
     served, failed = [], []
 
@@ -169,7 +170,9 @@ def test_check_http_takes_a_server_down_and_up_with_zero_failed_requests(pen):
     try:
         p, port, c = start(pen, [a.spec, b.spec], "-r",
                            "-o", "check_interval 0.2", "-o", "check http /health",
-                           "-o", "check_fall 3", "-o", "check_rise 2")
+                           "-o", "check_fall 3", "-o", "check_rise 2",
+                           "-o", f'on_down "echo $PEN_EVENT $PEN_SERVER $PEN_REASON >> {events}"',
+                           "-o", f'server 0 on_up "echo own $PEN_EVENT $PEN_SERVER >> {events}"')
         assert wait_until(lambda: servers_json(c)[0]["check"]["passed"] >= 1)
         client = threading.Thread(target=traffic, daemon=True)
         client.start()
@@ -207,6 +210,9 @@ def test_check_http_takes_a_server_down_and_up_with_zero_failed_requests(pen):
               f"{len(served)} requests, {len(failed)} failed")
         assert failed == []
         assert len(served) > 50
+        # the global on_down and server 0's own on_up ran once each
+        assert wait_until(lambda: events.exists() and len(events.read_text().splitlines()) == 2)
+        assert events.read_text().splitlines() == ["down 0 http status 500", "own up 0"]
     finally:
         stop.set()
         a.close()

@@ -316,3 +316,19 @@ def test_hook_output_goes_to_the_log_bounded(reactor, caplog):
     assert "hook on_up server 1" in text and "hello" in text and "oops" in text
     assert "[output truncated]" in text
     assert len(text) < 20000
+
+
+def test_tcp_probe_to_a_unix_socket_backend(reactor, tmp_path):
+    path = str(tmp_path / "backend.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(4)
+    try:
+        server = StandIn(0, path, 1, socket.AF_UNIX)
+        server.sockaddr = path
+        assert probe_once(reactor, server, health.TCP) == (True, "ok")
+    finally:
+        srv.close()
+    server.results.clear()
+    os.unlink(path)
+    assert probe_once(reactor, server, health.TCP)[0] is False
