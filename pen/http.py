@@ -74,15 +74,21 @@ class Head:
     (name, value) tuples (bytes, the name as sent, the value without its
     surrounding spaces); change it through the methods so the head knows to
     serialize itself anew.  Requests have method/target/version, responses
-    version/status; `note` travels from a request to its response."""
+    version/status; `note` travels from a request to its response.
 
-    __slots__ = ("raw", "start", "_headers", "method", "target", "version",
-                 "status", "dirty", "note", "request_method")
+    The list is only built when a rule needs it: adding a header, or
+    setting one the head does not have, appends a line to the bytes as
+    received (the usual case for X-Forwarded-For, X-Real-IP, Set-Cookie)."""
 
-    def __init__(self, raw, start):
+    __slots__ = ("raw", "low", "start", "_headers", "added", "method", "target",
+                 "version", "status", "dirty", "note", "request_method")
+
+    def __init__(self, raw, start, low=None):
         self.raw = raw          # the whole head as received, blank line included
+        self.low = raw.lower() if low is None else low
         self.start = start      # length of the start line with its CRLF
-        self._headers = None
+        self._headers = None    # parsed on demand
+        self.added = None       # headers added before (or without) parsing
         self.method = self.target = self.version = None
         self.status = 0
         self.dirty = False
@@ -95,14 +101,26 @@ class Head:
         headers = self._headers
         if headers is None:
             headers = self._headers = FIELD.findall(self.raw, self.start)
+            if self.added:
+                headers += self.added
+                self.added = None
         return headers
 
     @property
     def start_line(self):
         return self.raw[:self.start - 2]
 
+    def _absent(self, lname):
+        """True when the head surely has no header `lname`, known without
+        building the list."""
+        if self._headers is not None or b"\n" + lname + b":" in self.low:
+            return False
+        return not self.added or all(n.lower() != lname for n, _ in self.added)
+
     def get_all(self, name):
         name = name.lower()
+        if self._absent(name):
+            return []
         return [v for n, v in self.headers if n.lower() == name]
 
     def get(self, name, default=None):
@@ -110,19 +128,30 @@ class Head:
         return values[-1] if values else default
 
     def add(self, name, value):
-        self.headers.append((name, value))
         self.dirty = True
+        if self._headers is None:
+            if self.added is None:
+                self.added = [(name, value)]
+            else:
+                self.added.append((name, value))
+        else:
+            self._headers.append((name, value))
 
     def set(self, name, value):
         lname = name.lower()
-        headers = self.headers
-        kept = [pair for pair in headers if pair[0].lower() != lname]
+        if self._absent(lname):
+            self.add(name, value)
+            return
+        kept = [pair for pair in self.headers if pair[0].lower() != lname]
         kept.append((name, value))
         self._headers = kept
         self.dirty = True
 
     def append(self, name, value, sep=b", "):
         lname = name.lower()
+        if self._absent(lname):
+            self.add(name, value)
+            return
         headers = self.headers
         for i in range(len(headers) - 1, -1, -1):
             old_name, old = headers[i]
@@ -130,11 +159,12 @@ class Head:
                 headers[i] = (old_name, old + sep + value if old else value)
                 self.dirty = True
                 return
-        headers.append((name, value))
-        self.dirty = True
+        self.add(name, value)
 
     def delete(self, name):
         lname = name.lower()
+        if self._absent(lname):
+            return
         headers = self.headers
         kept = [pair for pair in headers if pair[0].lower() != lname]
         if len(kept) != len(headers):
@@ -144,8 +174,13 @@ class Head:
     def serialize(self):
         if not self.dirty:
             return self.raw
-        parts = [self.raw[:self.start]]
-        for name, value in self.headers:
+        if self._headers is None:       # the lines as received, then the added ones
+            parts = [self.raw[:-2]]
+            pairs = self.added
+        else:
+            parts = [self.raw[:self.start]]
+            pairs = self._headers
+        for name, value in pairs:
             parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
@@ -322,7 +357,7 @@ class Framer:
         if FIELD_LINES.match(block, start).end() != len(block) - 2:
             raise HttpError(self.STATUS, "malformed header line (folded, bare LF or CR, "
                             "space before the colon)")
-        return m, Head(block, start)
+        return m, Head(block, start, block.lower())
 
     def _hold_head(self, data, pos):
         rest = data[pos:]
@@ -375,10 +410,10 @@ class Framer:
         return None
 
 
-def framing_values(head, low):
-    """Content-Length and Transfer-Encoding values of a head (`low` is its
-    lower-cased bytes), found without splitting it into headers when it has
-    neither (the common case)."""
+def framing_values(head):
+    """Content-Length and Transfer-Encoding values of a head, found without
+    splitting it into headers when it has neither (the common case)."""
+    low = head.low
     if b"\ncontent-length:" not in low and b"\ntransfer-encoding:" not in low:
         return (), ()
     lengths, codings = [], []
@@ -433,11 +468,10 @@ class RequestFramer(Framer):
         head.method, head.target, head.version = m.groups()
         if self.first_line is None:
             self.first_line = head.start_line.decode("latin-1")
-        low = block.lower()
-        lengths, codings = framing_values(head, low)
+        lengths, codings = framing_values(head)
         if codings and head.version == b"1.0":
             raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
-        self.upgrade = head.method == b"CONNECT" or b"\nupgrade:" in low
+        self.upgrade = head.method == b"CONNECT" or b"\nupgrade:" in head.low
         state = self._body(head, lengths, codings)
         if self.on_head is not None:
             head = self.on_head(head) or head
@@ -512,7 +546,7 @@ class ResponseFramer(Framer):
         head.request_method, head.note = method, note
         if status == 101 and not upgrade:
             raise HttpError(502, "101 to a request that asked for no upgrade")
-        lengths, codings = framing_values(head, block.lower())
+        lengths, codings = framing_values(head)
         if interim or status == 204 or status == 304 or method == b"HEAD":
             state = HEAD
         elif status == 101 or method == b"CONNECT" and status < 300:

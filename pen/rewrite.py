@@ -81,7 +81,7 @@ class Rule:
     """One header rule.  `Rule("set", "server", "X-Real-IP: %r")`;
     delete takes just the name."""
 
-    __slots__ = ("action", "direction", "name", "text", "parts", "static")
+    __slots__ = ("action", "direction", "name", "text", "parts", "static", "sep")
 
     def __init__(self, action, direction, text):
         if action not in ACTIONS:
@@ -106,6 +106,7 @@ class Rule:
         if not TOKEN.fullmatch(name):
             raise RuleError("header: %r is not a valid header name" % name)
         self.action, self.direction, self.name = action, direction, name.encode("latin-1")
+        self.sep = b"; " if self.name.lower() == b"cookie" else b", "   # for append
         self.text = name if value is None else "%s: %s" % (name, value)
         if value is None:
             self.parts, self.static = (), b""
@@ -130,21 +131,24 @@ class Rule:
         return '%s %s "%s"' % (self.action, self.direction, text)
 
     def value(self, ctx):
-        if self.static is not None:
-            return self.static
-        return b"".join(p if isinstance(p, bytes) else p(ctx) for p in self.parts)
+        static = self.static
+        if static is not None:
+            return static
+        parts = self.parts
+        if len(parts) == 1:         # just %r, say
+            return parts[0](ctx)
+        return b"".join(p if isinstance(p, bytes) else p(ctx) for p in parts)
 
     def apply(self, head, ctx):
         action = self.action
-        if action == "delete":
-            head.delete(self.name)
+        if action == "set":
+            head.set(self.name, self.value(ctx))
+        elif action == "append":
+            head.append(self.name, self.value(ctx), self.sep)
         elif action == "add":
             head.add(self.name, self.value(ctx))
-        elif action == "set":
-            head.set(self.name, self.value(ctx))
         else:
-            sep = b"; " if self.name.lower() == b"cookie" else b", "
-            head.append(self.name, self.value(ctx), sep)
+            head.delete(self.name)
 
 
 def parse_rule(words):

@@ -458,3 +458,36 @@ def test_filters_for_the_relay():
     assert e.value.passed == b"GET /a HTTP/1.1\r\n\r\n"
     assert e.value.error.reply.startswith(b"HTTP/1.1 400 ")
     assert isinstance(e.value, OSError)
+
+
+def head_of(data):
+    heads = []
+    RequestFramer(heads.append, Exchange()).feed(data)
+    return heads[0]
+
+
+def test_adding_to_a_head_keeps_the_lines_as_received():
+    head = head_of(b"GET / HTTP/1.1\r\nHost:a  \r\nVia:x\r\n\r\n")
+    head.add(b"X-A", b"1")
+    head.set(b"X-B", b"2")          # absent: added
+    head.append(b"X-C", b"3")       # absent: added
+    head.delete(b"X-D")             # absent: nothing
+    assert head._headers is None    # no list was built
+    assert head.serialize() == b"GET / HTTP/1.1\r\nHost:a  \r\nVia:x\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\n\r\n"
+
+
+def test_rules_see_headers_other_rules_added():
+    head = head_of(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head.add(b"X-A", b"1")
+    head.set(b"x-a", b"2")
+    head.append(b"X-A", b"3")
+    assert head.get_all(b"X-A") == [b"2, 3"]
+    head.add(b"X-B", b"1")
+    head.delete(b"X-B")
+    assert head.serialize() == b"GET / HTTP/1.1\r\nHost: a\r\nx-a: 2, 3\r\n\r\n"
+
+
+def test_a_value_that_mentions_a_name_is_not_that_header():
+    head = head_of(b"GET / HTTP/1.1\r\nX-Note: via: no\r\n\r\n")
+    head.set(b"Via", b"pen")
+    assert head.serialize() == b"GET / HTTP/1.1\r\nX-Note: via: no\r\nVia: pen\r\n\r\n"
