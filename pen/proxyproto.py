@@ -31,7 +31,6 @@ CMD_LOCAL, CMD_PROXY = 0x0, 0x1
 FAMILIES = {0x0: None, 0x1: socket.AF_INET, 0x2: socket.AF_INET6, 0x3: socket.AF_UNIX}
 TRANSPORTS = {0x0: None, 0x1: socket.SOCK_STREAM, 0x2: socket.SOCK_DGRAM}
 ADDR_LEN = {socket.AF_INET: 12, socket.AF_INET6: 36, socket.AF_UNIX: 2 * UNIX_LEN}
-FAMILY_BITS = {fam: bits for bits, fam in FAMILIES.items() if fam is not None}
 
 TLV_ALPN, TLV_AUTHORITY, TLV_CRC32C, TLV_NOOP, TLV_UNIQUE_ID = 0x01, 0x02, 0x03, 0x04, 0x05
 
@@ -75,38 +74,44 @@ class ProxyHeader:
 
 
 # ---------------------------------------------------------------- building
+# Written for the per-connection cost: plain ints, prebuilt structs.
 
-def _family(addr):
-    if addr is None:
-        return None
-    if isinstance(addr, (str, bytes)):
-        return socket.AF_UNIX
-    host = addr[0]
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+AF_INET, AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)
+MAPPED = b"\0" * 10 + b"\xff\xff"           # ::ffff:a.b.c.d
+PORTS = struct.Struct("!HH")
+V2_FIXED = struct.Struct("!BBH")
+TLV_HEAD = struct.Struct("!BH")
+V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
 
 
-def _packed(family, host):
-    host = host.partition("%")[0]   # a scope id is not part of the address
+def _packed(six, host):
+    if six and "%" in host:
+        host = host.partition("%")[0]   # a scope id is not part of the address
     try:
-        return socket.inet_pton(family, host)
+        return socket.inet_pton(AF_INET6 if six else AF_INET, host)
     except OSError:
         raise ValueError(f"PROXY: {host!r} is not a numeric IP address") from None
 
 
 def _ip_pair(src, dst):
-    """Both addresses packed in one family (IPv4 is mapped when they differ)."""
-    fs, fd = _family(src), _family(dst)
-    family = socket.AF_INET if fs == fd == socket.AF_INET else socket.AF_INET6
-    out = []
-    for addr, fam in ((src, fs), (dst, fd)):
-        packed = _packed(fam, addr[0])
-        if fam != family:
-            packed = b"\0" * 10 + b"\xff\xff" + packed
-        port = addr[1]
-        if not 0 <= port <= 0xFFFF:
-            raise ValueError(f"PROXY: port {port} out of range (0-65535)")
-        out.append((packed, port))
-    return family, out
+    """(IPv6?, packed src, packed dst, ports) of two (host, port, ...) tuples;
+    an IPv4 address is mapped into IPv6 when the other one is IPv6."""
+    shost, dhost = src[0], dst[0]
+    six_s, six_d = ":" in shost, ":" in dhost
+    s, d = _packed(six_s, shost), _packed(six_d, dhost)
+    if six_s != six_d:
+        if six_s:
+            d = MAPPED + d
+        else:
+            s = MAPPED + s
+    sport, dport = src[1], dst[1]
+    if not (0 <= sport <= 0xFFFF and 0 <= dport <= 0xFFFF):
+        raise ValueError(f"PROXY: ports {sport}, {dport}: out of range (0-65535)")
+    return six_s or six_d, s, d, sport, dport
+
+
+def _is_unix(addr):
+    return isinstance(addr, (str, bytes))
 
 
 def _unix_path(path):
@@ -116,26 +121,17 @@ def _unix_path(path):
     return raw.ljust(UNIX_LEN, b"\0")
 
 
-def _ip_kind(src, dst):
-    """'ip', 'unix' or None (nothing to tell) for a pair of addresses."""
-    fs, fd = _family(src), _family(dst)
-    if fs is None or fd is None:
-        return None
-    if fs == fd == socket.AF_UNIX:
-        return "unix"
-    if socket.AF_UNIX in (fs, fd):
-        return None
-    return "ip"
-
-
 def build_v1(src, dst):
     """The v1 line for a TCP connection from src to dst (UNKNOWN if not IP)."""
-    if _ip_kind(src, dst) != "ip":
-        return b"PROXY UNKNOWN\r\n"
-    family, ((s, sport), (d, dport)) = _ip_pair(src, dst)
-    word = "TCP4" if family == socket.AF_INET else "TCP6"
-    return (f"PROXY {word} {socket.inet_ntop(family, s)} {socket.inet_ntop(family, d)}"
-            f" {sport} {dport}\r\n").encode("ascii")
+    if not (isinstance(src, tuple) and isinstance(dst, tuple)):
+        return V1_UNKNOWN
+    six, s, d, sport, dport = _ip_pair(src, dst)
+    if six:
+        ntop = socket.inet_ntop
+        return b"PROXY TCP6 %s %s %d %d\r\n" % (ntop(AF_INET6, s).encode(),
+                                                 ntop(AF_INET6, d).encode(), sport, dport)
+    # inet_pton took them, so they are dotted quads without leading zeros
+    return b"PROXY TCP4 %s %s %d %d\r\n" % (src[0].encode(), dst[0].encode(), sport, dport)
 
 
 def build_v2(src, dst, *, local=False, dgram=False, tlvs=(), crc=False):
@@ -144,28 +140,30 @@ def build_v2(src, dst, *, local=False, dgram=False, tlvs=(), crc=False):
     `tlvs` is a sequence of (type, value bytes); `crc` appends a CRC32C TLV
     computed over the whole header, as section 2.2.3 describes.
     """
-    kind = None if local else _ip_kind(src, dst)
-    if kind is None:
+    proto = 0x2 if dgram else 0x1
+    ver_cmd = 0x20 | CMD_PROXY
+    if local:
         ver_cmd, fam, body = 0x20 | CMD_LOCAL, 0x00, b""
+    elif isinstance(src, tuple) and isinstance(dst, tuple):
+        six, s, d, sport, dport = _ip_pair(src, dst)
+        fam = (0x20 if six else 0x10) | proto
+        body = s + d + PORTS.pack(sport, dport)
+    elif _is_unix(src) and _is_unix(dst):
+        fam = 0x30 | proto
+        body = _unix_path(src) + _unix_path(dst)
     else:
-        ver_cmd = 0x20 | CMD_PROXY
-        proto = 0x2 if dgram else 0x1
-        if kind == "unix":
-            fam = 0x30 | proto
-            body = _unix_path(src) + _unix_path(dst)
-        else:
-            family, ((s, sport), (d, dport)) = _ip_pair(src, dst)
-            fam = (FAMILY_BITS[family] << 4) | proto
-            body = s + d + struct.pack("!HH", sport, dport)
+        ver_cmd, fam, body = 0x20 | CMD_LOCAL, 0x00, b""
+    if not tlvs and not crc:
+        return V2_SIG + V2_FIXED.pack(ver_cmd, fam, len(body)) + body
     parts = [body]
-    for kind_, value in tlvs:
-        parts.append(struct.pack("!BH", kind_, len(value)) + bytes(value))
+    for kind, value in tlvs:
+        parts.append(TLV_HEAD.pack(kind, len(value)) + bytes(value))
     if crc:
-        parts.append(struct.pack("!BH", TLV_CRC32C, 4) + b"\0\0\0\0")
+        parts.append(TLV_HEAD.pack(TLV_CRC32C, 4) + b"\0\0\0\0")
     body = b"".join(parts)
     if len(body) > 0xFFFF:
         raise ValueError(f"PROXY: v2 header body of {len(body)} bytes exceeds 65535")
-    header = bytearray(V2_SIG + struct.pack("!BBH", ver_cmd, fam, len(body)) + body)
+    header = bytearray(V2_SIG + V2_FIXED.pack(ver_cmd, fam, len(body)) + body)
     if crc:
         header[-4:] = struct.pack("!I", crc32c(header))
     return bytes(header)
