@@ -10,7 +10,7 @@ import socket
 import time
 
 from .anchor import Anchored
-from .errors import CommandError, ConfigError, PenError
+from .errors import ConfigError, PenError
 from .netlog import netlog_line
 from .service import Service
 
@@ -113,7 +113,7 @@ class App:
         # commands.py's effects (documented there) -> the method doing each
         self.effects = {"listen": service.rebind, "exit": self.stop,
                         "close": service.close_conn, "log": self.set_log,
-                        "write": self.write_file, "include": self.include,
+                        "write": self.write_file,
                         "debug": self.set_debug, "conn_max": service.conn_max_changed,
                         "source": self.set_source, "tls": self.reload_tls,
                         "ssl_info": self.ssl_info, "admin": self.set_admin}
@@ -140,52 +140,56 @@ class App:
         skipped, and pen starts; only an -F file that cannot be read at all
         raises ConfigError.  The replies of -o commands go to stdout, as
         pen's do."""
-        from . import commands
         from .anchor import reach
-        from .config import load_config
         st = self.state.settings
-        errors, effects = [], []
         if st.cfgfile:
             try:
                 os.close(reach.open(st.cfgfile, os.O_RDONLY))
             except OSError as e:
                 raise ConfigError(f"-F {st.cfgfile}: cannot read: {e.strerror}") from None
-        for line in st.options:
-            try:
-                cmd = commands.parse(line, self.state)
-            except CommandError as e:
-                errors.append(f"-o {line!r}: {e}")
-                continue
-            if cmd is not None:
-                replies, more = commands.apply(self.state, cmd)
-                for reply in replies:
-                    print(reply)
-                effects.extend(more)
-        if st.cfgfile:
-            more, errs = load_config(st.cfgfile, self.state, opener=reach.opener)
-            errors.extend(errs)
-            effects.extend(more)
-        errors.extend(self.run_effects(effects))
+        lines = [(f"-o {line!r}", line) for line in st.options]
+        replies, errors = self.run_commands(lines, path=st.cfgfile)
+        for reply in replies:
+            print(reply)
         return errors
 
     def reload_config(self):
         """SIGHUP: run the -F file again.  Bad lines are logged as
         file:line: reason and change nothing; good lines apply."""
-        from .anchor import reach
-        from .config import load_config
         st = self.state.settings
         if not st.cfgfile:
             return
-        # reach: the path as given at startup, after detaching and chroot
-        effects, errors = load_config(st.cfgfile, self.state, opener=reach.opener)
         # SIGHUP reloads the TLS context once after this (daemon.handle_hup);
         # one rebuild per ssl_* line would only repeat it, and its errors.
-        effects = [e for e in effects if e[0] != "tls"]
+        _, errors = self.run_commands(path=st.cfgfile, skip=("tls",))
         for error in errors:
             log.error("%s", error)
-        for line in self.run_effects(effects):
-            log.error("%s", line)
         log.debug("reloaded %s: %d bad lines", st.cfgfile, len(errors))
+
+    def run_commands(self, lines=(), path=None, skip=()):
+        """The one command pipeline: every command pen runs -- the control
+        socket, -o/-O, -F at startup and on SIGHUP, include -- goes through
+        config.run_lines (parse, apply, includes) and then the effects here,
+        in order.  `lines` are (label, text), then the config file `path`
+        runs; effects named in `skip` are dropped.  Returns (replies,
+        errors): the commands' replies, then what the effects answered; the
+        bad lines and failed effects.  Paths resolve as at startup (reach)."""
+        from .anchor import reach
+        from .config import load_config, run_lines
+        replies, effects, errors = run_lines(self.state, lines, opener=reach.opener)
+        if path:
+            more, errs = load_config(path, self.state, opener=reach.opener)
+            effects += more
+            errors += errs
+        effects = [e for e in effects if e[0] not in skip]
+        answered, failed = self.run_effects(effects, split=True)
+        return replies + answered, errors + failed
+
+    def execute(self, line):
+        """One command from the control socket: its reply lines, errors
+        included (pen answers everything on the same connection)."""
+        replies, errors = self.run_commands([("", line)])
+        return replies + errors
 
     def write_stats(self):
         """SIGUSR1: statistics to the log (stderr or syslog), and the -w
@@ -228,26 +232,26 @@ class App:
         return errors
     # --- end issue 11 ---
 
-    def run_effects(self, effects):
+    def run_effects(self, effects, split=False):
         """Run commands' effects in order.  Returns reply lines: what a
-        handler answers (ssl_info, include errors) and one line per effect
-        that failed (the others still run)."""
-        lines = []
+        handler answers (ssl_info) and one line per effect that failed (the
+        others still run); with `split`, the two as (answered, failed)."""
+        answered, failed = [], []
         for name, *args in effects:
             handler = self.effects.get(name)
             if handler is None:
                 log.error("no handler for effect %r", name)
                 continue
             try:
-                lines.extend(handler(*args) or ())
+                answered.extend(handler(*args) or ())
             except PenError as e:
-                lines.append(f"{name}: {e}")
+                failed.append(f"{name}: {e}")
             except OSError as e:
                 where = f"{e.filename}: " if e.filename else ""
-                lines.append(f"{name}: {where}{e.strerror or e}")
-        for line in lines:
+                failed.append(f"{name}: {where}{e.strerror or e}")
+        for line in failed:
             log.debug("%s", line)
-        return lines
+        return (answered, failed) if split else answered + failed
 
     def start_control(self, opened=None):
         """The control socket (-C): `opened` is control.open_socket()'s
@@ -255,24 +259,20 @@ class App:
         from .control import ControlServer
         st = self.state.settings
         self.control = ControlServer(self.reactor, self.state, st.control,
-                                     self.run_effects, opened=opened)
+                                     self.execute, opened=opened)
 
-    def write_file(self, path, text):
+    def write_file(self, path, text=None):
         """`write` (and the -w page of `web_stats`): a temporary file beside
-        `path`, renamed over it; `path` resolves as it would at startup."""
+        `path`, renamed over it; `path` resolves as it would at startup.
+        Without `text`, the running configuration (config.dump)."""
         from .anchor import reach
+        from .config import dump
+        if text is None:
+            text = "\n".join(dump(self.state, path)) + "\n"
         try:
             reach.replace(path, text)
         except OSError as e:
             raise ConfigError(f"cannot write {path}: {e.strerror}") from None
-
-    def include(self, path):
-        from .anchor import reach
-        from .config import load_config
-        effects, errors = load_config(path, self.state, opener=reach.opener)
-        for error in errors:
-            log.warning("%s", error)
-        return errors + self.run_effects(effects)
 
     def set_debug(self, level):
         log.setLevel(logging.DEBUG if level else logging.WARNING)

@@ -24,9 +24,12 @@ descriptors; the daemon (pen/app.py) runs them, in order, after apply:
     ("close", conn_id)       close that connection (it is in state.conns)
     ("log", target)          (re)open the -l log: a file path, "host:port"
                              for UDP, or None to stop logging
-    ("write", path, text)    write text to path (`write`, and the -w file on
-                             `status`)
-    ("include", path)        run load_config(path, state) and its effects
+    ("write", path[, text])  write text to path (the -w file on `status`), or
+                             without text the running configuration
+                             (`write`: config.dump), through a temporary
+                             file and a rename
+    ("include", path)        run that file's lines (config.run_lines handles
+                             it at once, before the other effects)
     ("debug", level)         set the logging level (settings.debug is set)
     ("conn_max", n)          settings.conn_max changed: resume accepting if
                              the listener was paused at the old limit
@@ -649,9 +652,7 @@ def cmd_write(word, args, state):
                            "(usage: write FILE)")
 
     def run(state, now, wall):
-        from .config import dump   # config imports this module: import late
-        text = "\n".join(dump(state, path, wall)) + "\n"
-        return [], [("write", path, text)]
+        return [], [("write", path)]
     return Command(word, run)
 
 

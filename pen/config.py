@@ -22,14 +22,44 @@ PENDING_MAX = 100
 RENEGOTIATION_INTERVAL = 3600
 
 
+def run_lines(state, lines, now=None, wall=None, opener=None, base=None, _stack=()):
+    """The one command pipeline (control socket, -o/-O, -F, SIGHUP,
+    include): parse and apply each (label, line) in order.  Returns
+    (replies, effects, errors): the replies and effects of the good lines
+    in order, and one `label: reason` per bad line (a bad line changes
+    nothing).  An `include FILE` runs here, at once, through load_config:
+    a relative FILE is taken from `base` (the including file's directory),
+    or, from the control socket and -o, as given -- `opener` resolves it
+    as at startup."""
+    replies, effects, errors = [], [], []
+    for label, line in lines:
+        try:
+            cmd = commands.parse(line, state)
+        except commands.CommandError as e:
+            errors.append(f"{label}: {e}" if label else str(e))
+            continue
+        if cmd is None:
+            continue
+        out, line_effects = commands.apply(state, cmd, now, wall)
+        replies.extend(out)
+        for effect in line_effects:
+            if effect[0] != "include":
+                effects.append(effect)
+                continue
+            target = effect[1]
+            if base is not None and not os.path.isabs(target):
+                target = os.path.join(base, target)
+            more, errs = load_config(target, state, now, wall, _stack, opener)
+            effects.extend(more)
+            errors.extend(f"{label}: {err}" if label else err for err in errs)
+    return replies, effects, errors
+
+
 def load_config(path, state, now=None, wall=None, _stack=(), opener=None):
-    """Run every line of a config file.  Returns (effects, errors): the
-    effects of the good lines, in order, and one `file:line: reason` per
-    bad line (bad lines change nothing).  `include FILE` nests (relative
-    paths are taken from the including file's directory).  `opener` is
-    open()'s: pen passes one that reads relative to a directory fd kept
-    from before chroot."""
-    effects, errors = [], []
+    """Run every line of a config file (run_lines, labelled `file:line`).
+    Returns (effects, errors); the replies of config lines are dropped, as
+    pen's are.  `opener` is open()'s: pen passes one that reads relative to
+    a directory fd kept from before chroot."""
     real = os.path.realpath(path)
     if real in _stack:
         chain = " -> ".join(list(_stack) + [real])
@@ -41,25 +71,9 @@ def load_config(path, state, now=None, wall=None, _stack=(), opener=None):
             lines = f.read().splitlines()
     except OSError as e:
         return [], [f"{path}: cannot read: {e.strerror or e}"]
-    for lineno, line in enumerate(lines, 1):
-        try:
-            cmd = commands.parse(line, state)
-        except commands.CommandError as e:
-            errors.append(f"{path}:{lineno}: {e}")
-            continue
-        if cmd is None:
-            continue
-        _, line_effects = commands.apply(state, cmd, now, wall)
-        for effect in line_effects:
-            if effect[0] == "include":
-                target = effect[1]
-                if not os.path.isabs(target):
-                    target = os.path.join(os.path.dirname(path), target)
-                more, errs = load_config(target, state, now, wall, _stack + (real,), opener)
-                effects.extend(more)
-                errors.extend(f"{path}:{lineno}: {err}" for err in errs)
-            else:
-                effects.append(effect)
+    labelled = ((f"{path}:{n}", line) for n, line in enumerate(lines, 1))
+    _, effects, errors = run_lines(state, labelled, now, wall, opener,
+                                   os.path.dirname(path), _stack + (real,))
     return effects, errors
 
 

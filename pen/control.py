@@ -15,10 +15,10 @@ stalls traffic:
   closes, so the reply is not lost to a connection reset;
 - control_acl is checked on accept; a refused client gets one line saying so.
 
-ControlServer(reactor, state, listen_addr, run_effects, opened=None):
+ControlServer(reactor, state, listen_addr, run, opened=None):
 `opened` is what open_socket() returned when the daemon opened it before
-detaching; run_effects(effects) is the daemon's executor; whatever lines it returns are added to the reply,
-and a PenError/OSError it raises becomes a reply line too.
+detaching; run(line) is the daemon's command pipeline (App.execute), which
+answers the reply lines, errors included.
 """
 
 import errno
@@ -26,10 +26,9 @@ import logging
 import os
 import socket
 
-from . import commands
 from .anchor import Anchored
 from .addr import ListenAddr, parse_listen
-from .errors import ConfigError, PenError
+from .errors import ConfigError
 from .listen import bind_listener
 from .loop import EVENT_READ, EVENT_WRITE
 
@@ -70,13 +69,13 @@ def open_socket(addr):
 class ControlServer:
     """The listening control socket and the conversations on it."""
 
-    def __init__(self, reactor, state, listen_addr, run_effects, opened=None):
+    def __init__(self, reactor, state, listen_addr, run, opened=None):
         if not isinstance(listen_addr, ListenAddr):
             listen_addr = parse_listen(str(listen_addr))
         self.reactor = reactor
         self.state = state
         self.addr = listen_addr
-        self.run_effects = run_effects
+        self.run = run
         self.clients = set()
         self.sock, self.anchor = opened if opened is not None else open_socket(listen_addr)
         reactor.register(self.sock, EVENT_READ, self.on_readable)
@@ -117,17 +116,11 @@ class ControlServer:
 
     def execute(self, line):
         """Run one command; the reply lines (effects included)."""
-        lines, effects = commands.execute(self.state, line)
-        if effects:
-            try:
-                extra = self.run_effects(effects)
-            except (PenError, OSError) as e:
-                extra = [f"{commands.split(line)[0]}: {e}"]
-            except Exception as e:
-                log.error("control: effects of %r failed", line, exc_info=True)
-                extra = [f"control: internal error: {e}"]
-            lines = list(lines) + list(extra or [])
-        return lines
+        try:
+            return self.run(line)
+        except Exception as e:
+            log.error("control: %r failed", line, exc_info=True)
+            return [f"control: internal error: {e}"]
 
     def close(self):
         for client in list(self.clients):

@@ -1,7 +1,9 @@
-"""Unit tests never look names up: getaddrinfo answers numeric addresses
-and `localhost` (from /etc/hosts, as the libc would) and refuses every
-other name as unknown, so a test of "cannot resolve host" sends no DNS
-query off the machine."""
+"""A fixture for unit tests that must not look names up: getaddrinfo
+answers numeric addresses and `localhost` (from /etc/hosts, as the libc
+would) and refuses every other name as unknown, so a test of "cannot
+resolve host" sends no DNS query off the machine.  A test module turns it
+on with `from nodns import no_dns`.  (Not a conftest.py: pytest would take
+it for the integration tests' conftest module of the same name.)"""
 
 import ipaddress
 import socket
