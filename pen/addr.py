@@ -126,10 +126,3 @@ def resolve(host, port, socktype=socket.SOCK_STREAM, passive=False):
     infos.sort(key=lambda i: i[0] != socket.AF_INET)
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr[:2] if family == socket.AF_INET6 else sockaddr
-
-
-def format_ip(sockaddr):
-    """The printable IP of a sockaddr tuple (or a Unix path)."""
-    if isinstance(sockaddr, tuple):
-        return sockaddr[0]
-    return sockaddr or "unix"

@@ -338,7 +338,7 @@ def initial(state, ip, port, now, entry=None, permitted=None):
         return by_weight(state, now, permitted)
     if st.hash or st.hash_nosave:
         return by_hash(state, ip, port if st.roundrobin else None, now, permitted)
-    extra = ALGORITHMS.get(getattr(st, "algorithm", None))
+    extra = ALGORITHMS.get(st.algorithm)
     if extra is not None:
         return extra(state, now, permitted)
     return by_roundrobin(state, now, permitted)

@@ -374,8 +374,8 @@ def cmd_idlers(word, args, state):
     def run(state, now, wall):
         if value is not None:
             state.settings.idlers = value
-        current = getattr(state, "idlers", 0)
-        return [f"Idlers: {current}/{state.settings.idlers}"], []
+        # pen's reply: open idle connections / wanted; none are pre-opened yet
+        return [f"Idlers: 0/{state.settings.idlers}"], []
     return Command(word, run)
 
 

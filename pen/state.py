@@ -71,7 +71,6 @@ class Settings:
     ssl_options: list = field(default_factory=list)  # ssl_option WORD, in order
     ssl_client_renegotiation_interval: int = 3600   # renegotiation is refused anyway
     ssl_sni_path: str = None                        # ssl_sni_path DIR
-    ssl_ocsp_response: str = None                   # ssl_ocsp_response FILE (refused)
     ssl_key_password_file: str = None               # ssl_key_password_file FILE
     ssl_allow_expired: bool = False                 # ssl_allow_expired
     # passphrase typed on the terminal at startup, kept for SIGHUP reloads;

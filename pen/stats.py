@@ -39,7 +39,7 @@ def mode_line(st):
     words = [("" if on else "no ") + name for name, on in (
         ("hash", st.hash), ("roundrobin", st.roundrobin), ("stubborn", st.stubborn),
         ("weight", st.weight), ("prio", st.prio))]
-    algorithm = getattr(st, "algorithm", None)
+    algorithm = st.algorithm
     if algorithm:
         words.append(algorithm)
         if st.algorithm_over:                      # issue 11: bysize/byduration over N
@@ -216,8 +216,7 @@ def text_stats(state, now, wall):
 
 def _counters(state):
     counters = state.counters
-    names = getattr(type(counters), "__slots__", None) or vars(counters)
-    return {name: getattr(counters, name, 0) for name in names}
+    return {name: getattr(counters, name) for name in type(counters).__slots__}
 
 
 def _server_dict(i, s, now):

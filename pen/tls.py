@@ -15,9 +15,6 @@ the relay takes the unread ciphertext out of the incoming BIO around the
 call, so the second SSL_shutdown() finds nothing and the upload goes on.
 See pen/tlsrelay.py for the handshake, backpressure and resume rules.
 
-The SSLSocket helpers below (wrap_server_side, handshake_step,
-close_notify_step) remain for small tools and tests; close_notify_step is
-only safe when the peer is not sending at that moment.
 -H / X-Forwarded-For works on the decrypted bytes, as for plain TCP;
 X-Forwarded-Proto is https.  os.splice cannot be used on TLS sockets.
 
@@ -30,11 +27,9 @@ import getpass
 import logging
 import os
 import re
-import socket
 import ssl
 import sys
 import warnings
-from selectors import EVENT_READ, EVENT_WRITE
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -111,11 +106,6 @@ def check_ssl_option(word):
     if word not in SSL_OPTION_NAMES:
         raise ConfigError("ssl_option: unknown option '%s' (use %s)"
                           % (word, ", ".join(SSL_OPTION_NAMES)))
-
-
-def check_ocsp_response(path):
-    """`ssl_ocsp_response FILE` cannot be honoured; say so instead of pretending."""
-    raise ConfigError(OCSP_UNSUPPORTED)
 
 
 def parse_protocol(name):
@@ -448,8 +438,6 @@ def _check_all(settings, ask):
                 raise ConfigError("%s needs a server certificate: give it with -E certfile"
                                   % what)
         return None
-    if s.ssl_ocsp_response:
-        check_ocsp_response(s.ssl_ocsp_response)
     version_range(s)
     if s.ssl_cafile:
         _check_cafile("-G", s.ssl_cafile)
@@ -585,7 +573,7 @@ def build_context(settings, ask=False):
 
 
 PATH_FIELDS = ("ssl_cert", "ssl_key", "ssl_cafile", "ssl_cadir", "ssl_sni_path",
-               "ssl_key_password_file", "ssl_ocsp_response")
+               "ssl_key_password_file")
 
 
 def _reach_and_check(settings):
@@ -701,49 +689,3 @@ def cert_info(settings, ctx=None):
     for label, path, certs in records:
         lines.extend(_describe(label, path, certs, now))
     return lines
-
-
-# --- non-blocking socket helpers for the relay ------------------------------------
-
-def wrap_server_side(ctx, sock):
-    """Wrap an accepted socket (made non-blocking); `sock` is detached after."""
-    sock.setblocking(False)
-    return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
-                           suppress_ragged_eofs=True)
-
-
-def handshake_step(sslsock):
-    """One handshake attempt: None when done, else the event to wait for.
-
-    Raises ssl.SSLError / OSError when the handshake fails (close the socket).
-    """
-    try:
-        sslsock.do_handshake()
-    except ssl.SSLWantReadError:
-        return EVENT_READ
-    except ssl.SSLWantWriteError:
-        return EVENT_WRITE
-    return None
-
-
-def close_notify_step(sslsock):
-    """Half-close towards the TLS peer: send close_notify, then a TCP FIN.
-
-    None when done (reads keep working), EVENT_WRITE to be called again when
-    writable.  Raises OSError/ssl.SSLError if the peer is gone (close then).
-    Not safe while the peer is still sending: if a data record is already in
-    the socket, OpenSSL fails (APPLICATION_DATA_AFTER_CLOSE_NOTIFY) and that
-    data is lost; the relay uses TlsLink.close_notify (pen/tlsrelay.py).
-    """
-    try:
-        sslsock.unwrap()
-    except ssl.SSLWantReadError:
-        pass     # close_notify sent; the peer's own close_notify is not needed
-    except ssl.SSLWantWriteError:
-        return EVENT_WRITE
-    # SSLSocket.shutdown() would drop the TLS layer; shut the TCP side directly.
-    try:
-        socket.socket.shutdown(sslsock, socket.SHUT_WR)
-    except OSError:
-        pass     # already disconnected: the next read or write reports it
-    return None

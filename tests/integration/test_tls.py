@@ -1,8 +1,7 @@
-"""pen.tls socket helpers on real sockets (socketpair and 127.0.0.1).
-
-These drive the server side exactly as the relay must (see pen/tls.py's
-header): non-blocking socket, handshake_step until None, recv_into with
-pending(), send retried with the same bytes, close_notify_step.  Every
+"""pen.tls contexts on real sockets (socketpair and 127.0.0.1), driven
+through non-blocking SSLSockets by the steps below: handshake_step until
+None, recv_into with pending(), send retried with the same bytes,
+close_notify_step (the relay itself uses memory BIOs, pen/tlsrelay.py).  Every
 socket has a timeout, every loop is bounded.
 """
 
@@ -22,6 +21,54 @@ import certs as certgen  # noqa: E402  (tests/certs.py)
 
 from pen import tls  # noqa: E402
 from pen.state import Settings  # noqa: E402
+
+EVENT_READ, EVENT_WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+# --- non-blocking SSLSocket steps (what these tests drive the contexts with) ---------------
+
+def wrap_server_side(ctx, sock):
+    """Wrap an accepted socket (made non-blocking); `sock` is detached after."""
+    sock.setblocking(False)
+    return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
+                           suppress_ragged_eofs=True)
+
+
+def handshake_step(sslsock):
+    """One handshake attempt: None when done, else the event to wait for.
+
+    Raises ssl.SSLError / OSError when the handshake fails (close the socket).
+    """
+    try:
+        sslsock.do_handshake()
+    except ssl.SSLWantReadError:
+        return EVENT_READ
+    except ssl.SSLWantWriteError:
+        return EVENT_WRITE
+    return None
+
+
+def close_notify_step(sslsock):
+    """Half-close towards the TLS peer: send close_notify, then a TCP FIN.
+
+    None when done (reads keep working), EVENT_WRITE to be called again when
+    writable.  Raises OSError/ssl.SSLError if the peer is gone (close then).
+    Not safe while the peer is still sending: if a data record is already in
+    the socket, OpenSSL fails (APPLICATION_DATA_AFTER_CLOSE_NOTIFY) and that
+    data is lost; the relay uses TlsLink.close_notify (pen/tlsrelay.py).
+    """
+    try:
+        sslsock.unwrap()
+    except ssl.SSLWantReadError:
+        pass     # close_notify sent; the peer's own close_notify is not needed
+    except ssl.SSLWantWriteError:
+        return EVENT_WRITE
+    # SSLSocket.shutdown() would drop the TLS layer; shut the TCP side directly.
+    try:
+        socket.socket.shutdown(sslsock, socket.SHUT_WR)
+    except OSError:
+        pass     # already disconnected: the next read or write reports it
+    return None
 
 TIMEOUT = 5.0
 
@@ -57,9 +104,9 @@ def step_until_done(server, client):
     done_s = done_c = False
     for _ in range(100):
         if not done_s:
-            done_s = tls.handshake_step(server) is None
+            done_s = handshake_step(server) is None
         if not done_c:
-            done_c = tls.handshake_step(client) is None
+            done_c = handshake_step(client) is None
         if done_s and done_c:
             return
     raise AssertionError("handshake not done after 100 steps")
@@ -70,7 +117,7 @@ def pair(c, server_ctx):
     a, b = socket.socketpair()
     for s in (a, b):
         s.settimeout(0)
-    server = tls.wrap_server_side(server_ctx, a)
+    server = wrap_server_side(server_ctx, a)
     client = client_ctx(c).wrap_socket(b, server_hostname="localhost",
                                        do_handshake_on_connect=False)
     assert a.fileno() == -1          # wrap_socket detached the plain socket
@@ -98,10 +145,10 @@ def recv_all(sock, want, deadline, bufsize=65536):
 
 def test_handshake_step_reports_what_to_wait_for(pair):
     server, client = pair
-    assert tls.handshake_step(server) == selectors.EVENT_READ   # nothing sent yet
+    assert handshake_step(server) == selectors.EVENT_READ   # nothing sent yet
     step_until_done(server, client)
     assert server.version() in ("TLSv1.2", "TLSv1.3")
-    assert tls.handshake_step(server) is None                    # idempotent
+    assert handshake_step(server) is None                    # idempotent
 
 
 def test_big_send_is_retried_with_the_same_bytes(pair):
@@ -158,7 +205,7 @@ def test_close_notify_is_a_half_close(pair):
     server, client = pair
     step_until_done(server, client)
     for _ in range(10):
-        if tls.close_notify_step(server) is None:
+        if close_notify_step(server) is None:
             break
     deadline = time.monotonic() + TIMEOUT
     assert recv_all(client, 1, deadline) == b""              # close_notify == EOF
@@ -185,13 +232,13 @@ def test_garbage_instead_of_a_handshake_fails_cleanly(server_ctx):
     a, b = socket.socketpair()
     a.settimeout(0)
     b.settimeout(TIMEOUT)
-    server = tls.wrap_server_side(server_ctx, a)
+    server = wrap_server_side(server_ctx, a)
     try:
         b.sendall(b"GET / HTTP/1.0\r\n\r\n")
         deadline = time.monotonic() + TIMEOUT
         with pytest.raises(ssl.SSLError):
             for _ in range(10):
-                if tls.handshake_step(server) is None:
+                if handshake_step(server) is None:
                     break
                 wait(server, selectors.EVENT_READ, deadline)
     finally:
@@ -224,16 +271,16 @@ def test_stalled_client_does_not_block_and_others_complete(c, server_ctx):
     try:
         first, _ = lsock.accept()         # the stalled one connected first
         first.settimeout(0)
-        slow = tls.wrap_server_side(server_ctx, first)
+        slow = wrap_server_side(server_ctx, first)
         conns.append(slow)
         t0 = time.monotonic()
-        assert tls.handshake_step(slow) == selectors.EVENT_READ
+        assert handshake_step(slow) == selectors.EVENT_READ
         assert time.monotonic() - t0 < 0.5
         sel.register(slow, selectors.EVENT_READ, "slow")
         t.start()
         second, _ = lsock.accept()
         second.settimeout(0)
-        fast = tls.wrap_server_side(server_ctx, second)
+        fast = wrap_server_side(server_ctx, second)
         conns.append(fast)
         sel.register(fast, selectors.EVENT_READ, "fast")
         handshaken = False
@@ -244,7 +291,7 @@ def test_stalled_client_does_not_block_and_others_complete(c, server_ctx):
                 if key.data == "slow":
                     pytest.fail("the stalled client sent something")
                 if not handshaken:
-                    want = tls.handshake_step(fast)
+                    want = handshake_step(fast)
                     if want is None:
                         handshaken = True
                     else:
@@ -260,7 +307,7 @@ def test_stalled_client_does_not_block_and_others_complete(c, server_ctx):
                 break
         t.join(TIMEOUT)
         assert result.get("reply") == b"pong:ping", result
-        assert tls.handshake_step(slow) == selectors.EVENT_READ   # still waiting
+        assert handshake_step(slow) == selectors.EVENT_READ   # still waiting
     finally:
         sel.close()
         for s in conns:

@@ -222,14 +222,6 @@ def test_tls_options_without_a_certificate_are_refused():
         tls.build_context(Settings())
 
 
-def test_ocsp_stapling_is_refused_clearly(c):
-    msg = error_of(settings(c, ssl_ocsp_response=c.garbage))
-    assert msg == tls.OCSP_UNSUPPORTED
-    assert "not supported" in msg and "ssl_ocsp_response" in msg
-    with pytest.raises(ConfigError):
-        tls.check_ocsp_response("/any/file")
-
-
 # --- protocols, options, ciphers ------------------------------------------------------
 
 @pytest.mark.parametrize("name, low, high", [
