@@ -113,7 +113,8 @@ class App:
         # commands.py's effects (documented there) -> the method doing each
         self.effects = {"listen": service.rebind, "exit": self.stop,
                         "close": service.close_conn, "log": self.set_log,
-                        "write": self.write_file,
+                        "write": self.write_file, "stages": self.update_stages,
+                        "shutdown": self.graceful_stop,
                         "debug": self.set_debug, "conn_max": service.conn_max_changed,
                         "source": self.set_source, "tls": self.reload_tls,
                         "ssl_info": self.ssl_info, "admin": self.set_admin}
@@ -292,6 +293,20 @@ class App:
     def start(self):
         self.service.start()
         self.start_checks()         # issue 10
+
+    def update_stages(self):
+        """accept_proxy or client_timeout changed: the stages new
+        connections run before a server is chosen (the TLS handshake is
+        set by tlsrelay.enable)."""
+        from .stages import FirstByte, ProxyHeaderIn
+        st = self.state.settings
+        self.service.set_stage("first_byte", FirstByte if st.client_timeout else None)
+        self.service.set_stage("proxy", ProxyHeaderIn if st.accept_proxy else None)
+
+    def graceful_stop(self, seconds):
+        """SIGQUIT, `shutdown [SECONDS]`: stop accepting, let the open
+        connections finish, then exit as on SIGTERM."""
+        self.service.stop_accepting(seconds, self.stop)
 
     def set_source(self, ip):
         self.service.source_ip = ip

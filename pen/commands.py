@@ -1328,6 +1328,91 @@ SUMMARIES.update({
 # --- end issue 14 ----------------------------------------------------------------------------
 
 
+# --- issue 14: PROXY in, graceful stop, per-client limits (pen/stages.py, pen/service.py) ----
+# Effects: ("stages",) the pre-dispatch stages to run changed (accept_proxy,
+# client_timeout); ("shutdown", seconds) stop accepting and drain.
+SHUTDOWN_DEFAULT = 30
+
+
+def cmd_shutdown(word, args, state):
+    arity(word, args, 1, "shutdown [SECONDS]")
+    seconds = number(word, args[0], 0, 86400, "seconds") if args else SHUTDOWN_DEFAULT
+
+    def run(state, now, wall):
+        if state.settings.exit_enabled:
+            return [], [("shutdown", seconds)]
+        return ["Shutdown is not enabled; restart with -X flag"], []
+    return Command(word, run)
+
+
+def cmd_client_rate(word, args, state):
+    usage = "client_rate [N SECONDS] (0 turns it off)"
+    if not args:
+        return Command(word, lambda state, now, wall: (
+            [f"{state.settings.client_rate} {state.settings.client_rate_window}"], []))
+    arity(word, args, 2, usage, least=1 if args == ["0"] else 2)
+    n = number(word, args[0], 0, INT_MAX, "connections")
+    window = number(word, args[1], 1, 86400, "seconds") if len(args) > 1 else 1
+
+    def run(state, now, wall):
+        state.settings.client_rate, state.settings.client_rate_window = n, window
+        return [], []
+    return Command(word, run)
+
+
+def client_limits_dump(state):
+    """The lines `write` saves for this block."""
+    st = state.settings
+    return [text for wanted, text in (
+        (st.accept_proxy, "accept_proxy"),
+        (st.accept_proxy_acl >= 0, f"accept_proxy_acl {st.accept_proxy_acl}"),
+        (st.client_conn_max, f"client_conn_max {st.client_conn_max}"),
+        (st.client_rate, f"client_rate {st.client_rate} {st.client_rate_window}"),
+        (st.client_timeout, f"client_timeout {st.client_timeout}"),
+    ) if wanted]
+
+
+def _stages_flag(field, value):
+    """`accept_proxy` / `no accept_proxy`: a flag whose change reshapes the stages."""
+    def handler(word, args, state):
+        arity(word, args, 0, word)
+
+        def run(state, now, wall):
+            setattr(state.settings, field, value)
+            return [], [("stages",)]
+        return Command(word, run)
+    return handler
+
+
+HANDLERS.update({
+    "accept_proxy": _stages_flag("accept_proxy", True),
+    "accept_proxy_acl": setting("accept_proxy_acl", "ACL number", -1, aclmod.ACLS_MAX - 1,
+                                usage="accept_proxy_acl [N] (-1: from anywhere)"),
+    "shutdown": cmd_shutdown,
+    "client_conn_max": setting("client_conn_max", "connections", 0, CONN_LIMIT,
+                               usage="client_conn_max [N] (0: no limit)"),
+    "client_rate": cmd_client_rate,
+    "client_timeout": setting("client_timeout", "seconds", 0, 3600,
+                              effect=lambda n: ("stages",),
+                              usage="client_timeout [SECONDS] (0: off)"),
+})
+NO_HANDLERS["accept_proxy"] = _stages_flag("accept_proxy", False)
+SUMMARIES.update({
+    "accept_proxy": "accept_proxy: read a PROXY v1/v2 header from each client first; "
+                    "no accept_proxy turns it off",
+    "accept_proxy_acl": "accept_proxy_acl [N]: only sources ACL N permits may send "
+                        "PROXY headers (-1: any)",
+    "shutdown": "shutdown [SECONDS]: stop accepting, let connections finish, exit "
+                "(after SECONDS at most, default 30; needs -X)",
+    "client_conn_max": "client_conn_max [N]: connections one client address may hold at once",
+    "client_rate": "client_rate [N SECONDS]: new connections one client address may open "
+                   "per window",
+    "client_timeout": "client_timeout [SECONDS]: close a client that sends nothing for that "
+                      "long after connecting (not for server-speaks-first protocols)",
+})
+# --- end issue 14 (PROXY in, graceful stop, limits) -------------------------------------------
+
+
 # --- the entry points ------------------------------------------------------------------
 
 

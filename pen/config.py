@@ -222,6 +222,7 @@ def dump(state, path=None, wall=None):
     if st.admin_password_file:
         lines.append(f"admin_password_file {st.admin_password_file}")
     lines += commands.proxy_protocol_dump(state)   # issue 14: PROXY protocol out
+    lines += commands.client_limits_dump(state)    # issue 14: PROXY in, client limits
     lines += [f"server {i} disable" for i, s in enumerate(state.servers) if s.disabled]
     return lines
 

@@ -11,18 +11,19 @@ from .errors import ConfigError, PenError
 log = logging.getLogger("pen")
 
 
-def setup_logging(debug, foreground):
-    """Debug output to stderr in the foreground, to syslog once detached."""
-    log.handlers.clear()
+def setup_logging(debug, foreground, logger=log, prefix=""):
+    """Debug output to stderr in the foreground, to syslog once detached
+    (`logger`: penlogd has its own, its lines on stderr start with `prefix`)."""
+    logger.handlers.clear()
     if foreground or not os.path.exists("/dev/log"):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(logging.Formatter(prefix + "%(message)s"))
     else:
         handler = logging.handlers.SysLogHandler("/dev/log", facility="user")
-        handler.setFormatter(logging.Formatter("pen[%(process)d]: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG if debug else logging.WARNING)
-    log.propagate = False
+        handler.setFormatter(logging.Formatter(logger.name + "[%(process)d]: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger.propagate = False
 
 
 def check_pidfile(path):
@@ -156,6 +157,7 @@ def open_control(st, check=False):
 
 FIXED_FDS = 32      # listener, control, log, epoll, pipes, anchors, stdio...
 FDS_PER_CONN = 4    # client, server, and a splice pipe's two ends
+SHUTDOWN_SECONDS = 30  # SIGQUIT: how long open connections may take to finish
 
 
 def fd_warning(st, hard):
@@ -340,6 +342,7 @@ def run(state):
                 log.exception("SIGHUP: %s failed", what)
 
     wire_signals(reactor, {signal.SIGTERM: handle_term, signal.SIGINT: handle_term,
+                           signal.SIGQUIT: lambda: app.graceful_stop(SHUTDOWN_SECONDS),
                            signal.SIGHUP: handle_hup, signal.SIGUSR1: app.write_stats})
     app.start()
     if control is not None:

@@ -15,6 +15,7 @@ import errno
 import logging
 import socket
 import time
+from collections import OrderedDict
 
 from . import balance
 from .acl import ACLS_MAX
@@ -33,7 +34,9 @@ IDLE_SWEEP = 1.0         # seconds between idle_timeout checks
 EMFILE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 # The pre-dispatch stages, in the order they run (pen/stages.py).
-STAGE_ORDER = ("proxy", "tls", "http")
+STAGE_ORDER = ("first_byte", "proxy", "tls", "http")
+
+RATE_TABLE_MAX = 65536   # client addresses client_rate remembers (LRU)
 
 # admit()'s verdicts
 ADMITTED, ABUSE, REFUSED = "admitted", "abuse", "refused"
@@ -64,6 +67,9 @@ class Service:
         self.free_ids = []
         self.active = 0
         self.pending = 0            # connects in progress (pending_max)
+        self.live = {}              # client IP -> open connections (client_conn_max)
+        self.rates = OrderedDict()  # client IP -> [window start, connections] (client_rate)
+        self.stopping = None        # graceful stop: the callback to run once drained
         self.on_accept = self._on_accept
 
     # --- the listener -------------------------------------------------------------
@@ -167,6 +173,26 @@ class Service:
         if not self.listening and self.backoff is None and self.active < n:
             self._resume()
 
+    def stop_accepting(self, seconds, done):
+        """Graceful stop (SIGQUIT, `shutdown`): close the listener -- new
+        connects are refused -- let open connections finish, and call
+        done() when the last one has, or after `seconds`."""
+        if self.stopping is not None:
+            return
+        self.stopping = done
+        self._pause()
+        if self.udp is not None:
+            self.udp.close_listener()
+        elif self.listener is not None:
+            self.listener.close()
+        self.listener = None
+        log.warning("graceful stop: %d connections to finish, %ds at most",
+                    self.active, seconds)
+        if not self.active or self.udp is not None:
+            done()                  # UDP: no connections, replies need the listener
+        else:
+            self.reactor.call_later(seconds, done)
+
     def close(self):
         """Close the listener and every connection (SIGTERM, exit)."""
         self._pause()
@@ -264,13 +290,41 @@ class Service:
                             # without parsing the address (once per connection)
         return acls.match(n, ip)
 
-    def admit(self, ip, now):
+    def admit(self, ip, now, live=True):
         """(verdict, entry): ADMITTED with the client's tracking entry, or
-        ABUSE (send it to the abuse server -B), or REFUSED."""
+        ABUSE (send it to the abuse server -B), or REFUSED: the client ACL,
+        then the per-client limits.  `live`: the caller holds a connection
+        for it until closed() (TCP; UDP sessions count only against the
+        rate)."""
         state = self.state
+        st = self.settings
         if not self.client_allowed(ip):
             return (ABUSE if state.abuse is not None else REFUSED), None
-        return ADMITTED, state.clients.touch(ip or "unix", now, self.settings.tracking)
+        if ip and (st.client_conn_max or st.client_rate) and self._over_limit(ip, now, live):
+            state.counters.client_limited += 1
+            log.debug("client %s over its connection limits", ip)
+            return (ABUSE if state.abuse is not None else REFUSED), None
+        return ADMITTED, state.clients.touch(ip or "unix", now, st.tracking)
+
+    def _over_limit(self, ip, now, live):
+        """client_conn_max and client_rate; counts the connection if not."""
+        st = self.settings
+        if live and st.client_conn_max and self.live.get(ip, 0) >= st.client_conn_max:
+            return True
+        if st.client_rate:
+            rates = self.rates
+            slot = rates.get(ip)
+            if slot is None or now - slot[0] >= st.client_rate_window:
+                slot = rates[ip] = [now, 0]
+                while len(rates) > RATE_TABLE_MAX:
+                    rates.popitem(last=False)
+            rates.move_to_end(ip)
+            if slot[1] >= st.client_rate:
+                return True
+            slot[1] += 1
+        if live and st.client_conn_max:
+            self.live[ip] = self.live.get(ip, 0) + 1
+        return False
 
     def choose_for(self, ip, port, now, entry):
         """The index of the server for a newly admitted client, or None."""
@@ -422,7 +476,18 @@ class Service:
                 line = conn.http.first_line
             self.conn_log.write("%s %d %s %s" % (
                 conn.client_ip or "unix", int(conn.started), conn.target.addr, line or ""))
-        if not self.listening and self.backoff is None:
+        live = self.live
+        if live and conn.entry is not None:
+            ip = conn.client_ip
+            n = live.get(ip, 0) - 1
+            if n > 0:
+                live[ip] = n
+            else:
+                live.pop(ip, None)
+        if self.stopping is not None:
+            if not self.active:
+                self.stopping()
+        elif not self.listening and self.backoff is None:
             self._resume()
 
     def close_conn(self, conn_id):

@@ -132,6 +132,13 @@ class Settings:
     # --- PROXY protocol out (issue 14; pen/proxyproto.py) ---
     proxy_protocol: str = "off"                     # proxy_protocol v1|v2|off
     server_proxy_protocol: dict = field(default_factory=dict)  # server N proxy_protocol: idx -> v
+    # issue 14: PROXY in and per-client limits (pen/stages.py, pen/service.py)
+    accept_proxy: bool = False                      # read a PROXY header first
+    accept_proxy_acl: int = -1                      # sources allowed to send one (-1: any)
+    client_conn_max: int = 0                        # concurrent connections per client IP
+    client_rate: int = 0                            # new connections per client IP ...
+    client_rate_window: int = 1                     # ... per this many seconds
+    client_timeout: int = 0                         # seconds to the client's first byte
     # --- end issue 14 ---
 
 class Counters:
@@ -139,12 +146,16 @@ class Counters:
 
     __slots__ = ("accepted", "refused", "connect_failures", "conns_closed",
                  "socket_errors", "accept_errors",
-                 "dump_lines_dropped")   # issue 11: trafficlog/throughputlog
+                 "dump_lines_dropped",   # issue 11: trafficlog/throughputlog
+                 "proxy_refused", "client_limited", "client_timeouts")   # issue 14
 
     def __init__(self):
         self.accepted = self.refused = self.connect_failures = 0
         self.conns_closed = self.socket_errors = self.accept_errors = 0
         self.dump_lines_dropped = 0      # issue 11: dump lines the disk could not take
+        self.proxy_refused = 0           # bad PROXY headers, or from outside accept_proxy_acl
+        self.client_limited = 0          # over client_conn_max or client_rate
+        self.client_timeouts = 0         # closed by client_timeout
 
 
 class State:

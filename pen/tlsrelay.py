@@ -293,6 +293,11 @@ class TlsHandshake(Stage):
         super().begin()
         conn.cmask = EVENT_READ
         conn.reactor.register(conn.client, EVENT_READ, self.on_event)
+        if conn.preread:
+            # Read past a PROXY header: the start of the client's handshake.
+            conn.tls.inc.write(conn.preread)
+            conn.preread = None
+            self._on_event(0)
 
     def _on_event(self, mask):
         conn = self.conn

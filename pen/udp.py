@@ -150,7 +150,7 @@ class UdpRelay:
         st = state.settings
         ip = addr[0]
         service = self.service
-        verdict, entry = service.admit(ip, now)
+        verdict, entry = service.admit(ip, now, live=False)
         if verdict == REFUSED:
             return None
         if verdict == ABUSE:

@@ -643,3 +643,21 @@ def test_sighup_with_ssl_lines_in_the_config_reloads_tls_once(c, tmp_path, http_
     response, _, _ = https_get(port, client_ctx(c))
     assert body_of(response) == BODY
     assert err.text.count("TLS reload failed") == 1, err.text
+
+
+def test_proxy_header_before_the_tls_handshake(c, http_backend, tls_pen):
+    """accept_proxy with TLS: the PROXY header comes first on the wire, the
+    bytes read past it are the start of the handshake, and the carried
+    address reaches X-Forwarded-For."""
+    from pen.proxyproto import build_v2
+    b = http_backend()
+    port = tls_pen("-H", "-o", "accept_proxy", backend=b.spec)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        raw.sendall(build_v2(("192.0.2.44", 5000), ("127.0.0.1", port)))
+        with client_ctx(c).wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            assert body_of(read_to_eof(s)) == BODY
+    finally:
+        raw.close()
+    assert b"\r\nX-Forwarded-For: 192.0.2.44\r\n" in b.heads[-1]
