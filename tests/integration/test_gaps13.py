@@ -69,6 +69,27 @@ def test_unix_socket_backends_relay(pen, unix_backends, options):
         assert recv_all(s) == b"hello over a Unix socket"
 
 
+def _servers_reply(pen, unix_paths, reference):
+    ctl, port = free_port(), free_port()
+    p = pen("-u", ME, "-C", f"127.0.0.1:{ctl}", f"127.0.0.1:{port}", *unix_paths,
+            port=port, reference=reference)
+    assert wait_until(lambda: listening(ctl))
+    try:
+        return ask(f"127.0.0.1:{ctl}", "servers")
+    finally:
+        p.stop()
+
+
+def test_unix_socket_backends_listed_as_pen_does(pen, tmp_path):
+    paths = [str(tmp_path / "a.sock"), str(tmp_path / "b.sock") + ":80:5:6:7"]
+    ours = _servers_reply(pen, paths, reference=False)
+    assert ours.splitlines()[0] == (f"0 addr {tmp_path / 'a.sock'} port 1 conn 0 max 0 "
+                                    "hard 0 weight 0 prio 0 sx 0 rx 0")
+    if not os.path.exists(REFERENCE_PEN):
+        pytest.skip("reference pen not installed")
+    assert ours == _servers_reply(pen, paths, reference=True)
+
+
 def test_unix_backend_missing_socket_fails_over(pen, unix_backends, tmp_path):
     (u0,) = unix_backends(1)
     port = free_port()
