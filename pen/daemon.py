@@ -72,16 +72,18 @@ def anchor_or_fail(path, what):
         raise ConfigError(f"{what} {path}: directory not usable: {e.strerror}") from None
 
 
-def daemonize():
+def daemonize(devnull=None):
     """Double fork, setsid, stdio to /dev/null.  The parent exits 0 only
-    after every startup check passed (they ran before this call)."""
+    after every startup check passed (they ran before this call).
+    `devnull`: an fd of /dev/null opened before a chroot (penlogd)."""
     if os.fork() > 0:
         os._exit(0)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
     os.chdir("/")
-    devnull = os.open(os.devnull, os.O_RDWR)
+    if devnull is None:
+        devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     if devnull > 2:

@@ -290,6 +290,7 @@ def main(argv=None):
             logfile = logfile and os.path.abspath(logfile)
             pidfile = pidfile and os.path.abspath(pidfile)
         sock = bind(o.port)
+        devnull = os.open(os.devnull, os.O_RDWR)   # for detaching, after the chroot too
         drop_privileges(o.jail, user)
         out = Output(logfile, o.unbuffered)
         pidfd = None
@@ -304,7 +305,9 @@ def main(argv=None):
             sys.stderr.write(USAGE)
         return 1
     if not o.foreground:
-        daemonize()
+        daemonize(devnull)
+    else:
+        os.close(devnull)
     if pidfd is not None:
         os.write(pidfd, str(os.getpid()).encode())
         os.close(pidfd)

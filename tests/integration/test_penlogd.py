@@ -172,3 +172,22 @@ def test_bad_arguments_are_one_clear_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("penlogd: cannot open log file") and \
         len(proc.stderr.splitlines()) == 1
+
+
+def test_detached_penlogd_writes_pid_and_stops_on_term(tmp_path):
+    port = free_port(socket.SOCK_DGRAM)
+    out, pidfile = tmp_path / "merged.log", tmp_path / "penlogd.pid"
+    proc = subprocess.run([sys.executable, "-m", "pen.penlogd", "-l", str(out), "-p", str(pidfile),
+                           str(port)], capture_output=True, text=True, timeout=TIMEOUT * 2)
+    assert proc.returncode == 0, proc.stderr
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip())
+    pid = int(pidfile.read_text())
+    try:
+        assert wait_until(lambda: listening(port, udp=True))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as feed:
+            feed.sendto(b"+ 10.7.7.7 127.0.0.1 GET /d HTTP/1.0\n", ("127.0.0.1", port))
+        penlog(port, WEB.format("GET /d HTTP/1.0"))
+        assert wait_until(lambda: out.exists() and out.read_text().startswith("10.7.7.7 - -"))
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not pidfile.exists())
