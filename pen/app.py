@@ -121,10 +121,23 @@ class App:
         self.effects["dumps"] = self.set_dumps      # issue 11: trafficlog, throughputlog
 
     # --- setup ------------------------------------------------------------------------
-    def bind(self):
+    handed_over = False     # a restart's new pen has our listening sockets
+
+    def restart(self):
+        """SIGUSR2: a new pen with the same command line takes over the
+        listening sockets (pen/handover.py); it tells us (SIGQUIT) when it
+        serves, and we drain."""
+        from . import handover
+
+        def failed():
+            self.handed_over = False
+        if handover.restart(self, self.state.settings.argv, failed) is not None:
+            self.handed_over = True
+
+    def bind(self, inherited=None):
         """Open the listening socket; raises ConfigError (before detaching)."""
         st = self.state.settings
-        self.service.bind()
+        self.service.bind(inherited)
         try:
             if st.logfile and self.conn_log is None:
                 self.conn_log = ConnLog(st.logfile)
@@ -305,7 +318,15 @@ class App:
 
     def graceful_stop(self, seconds):
         """SIGQUIT, `shutdown [SECONDS]`: stop accepting, let the open
-        connections finish, then exit as on SIGTERM."""
+        connections finish, then exit as on SIGTERM.  After a restart the
+        socket files belong to the new pen: they are left in place."""
+        if self.handed_over:
+            self.service.listen_anchor = None
+            if self.control is not None:
+                self.control.anchor = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         self.service.stop_accepting(seconds, self.stop)
 
     def set_source(self, ip):

@@ -66,6 +66,16 @@ def open_socket(addr):
     return sock, (Anchored(addr.path, claim=True) if addr.kind == "unix" else None)
 
 
+def adopt_socket(addr, fd):
+    """(socket, anchor) for the control socket a restarting pen handed us."""
+    from .handover import adopt
+    try:
+        sock = adopt(fd, "control socket")
+    except OSError as e:
+        raise ConfigError(f"control port {addr}: cannot adopt the inherited socket: {e}") from None
+    return sock, (Anchored(addr.path, claim=True) if addr.kind == "unix" else None)
+
+
 class ControlServer:
     """The listening control socket and the conversations on it."""
 

@@ -26,8 +26,9 @@ def setup_logging(debug, foreground, logger=log, prefix=""):
     logger.propagate = False
 
 
-def check_pidfile(path):
-    """Refuse to start over a live pen's pid file; a stale one is fine."""
+def check_pidfile(path, handing_over=None):
+    """Refuse to start over a live pen's pid file; a stale one is fine, and
+    so is the one of the pen handing its sockets over to us (a restart)."""
     try:
         with open(path) as f:
             pid = int(f.read().strip() or 0)
@@ -35,7 +36,7 @@ def check_pidfile(path):
         return
     except (OSError, ValueError):
         return
-    if pid > 0 and pid != os.getpid():
+    if pid > 0 and pid != os.getpid() and pid != handing_over:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -142,19 +143,22 @@ def wire_signals(reactor, handlers):
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
-def open_control(st, check=False):
-    """The -C socket, opened before detaching (errors print, exit 1).  As
-    pen's manual says, pen refuses to run as root with a control port
-    unless -u is given: one line, exit 1."""
+def open_control(st, check=False, inherited=None):
+    """The -C socket, opened before detaching (errors print, exit 1), or
+    the `inherited` fd a restart handed us.  As pen's manual says, pen
+    refuses to run as root with a control port unless -u is given: one
+    line, exit 1."""
     if not st.control:
         return None
     from .addr import parse_listen
-    from .control import open_socket, root_refusal
+    from .control import adopt_socket, open_socket, root_refusal
     refusal = root_refusal(st)
     if refusal:
         raise ConfigError(refusal)
     addr = parse_listen(st.control)
-    return None if check else open_socket(addr)
+    if check:
+        return None
+    return adopt_socket(addr, inherited) if inherited is not None else open_socket(addr)
 
 
 FIXED_FDS = 32      # listener, control, log, epoll, pipes, anchors, stdio...
@@ -270,12 +274,13 @@ def tls_wanted(st):
 def run(state):
     """Start checks (printed, exit 1), detach, then serve until a signal."""
     import resource
-    from . import tlsrelay
+    from . import handover, tlsrelay
     from .anchor import reach
     from .app import App
     from .loop import Reactor, fd_limit
 
     st = state.settings
+    inherited = handover.inherited()     # a restart's sockets, or systemd's
     setup_logging(st.debug, True)
     fd_limit()
     reactor = Reactor(st.event_backend)
@@ -287,15 +292,15 @@ def run(state):
         if st.chroot:
             check_chroot(st.chroot)
         if st.pidfile:
-            check_pidfile(st.pidfile)
+            check_pidfile(st.pidfile, inherited.get("old"))
             pid_anchor = anchor_or_fail(st.pidfile, "pid file")
         # -o/-O, then -F: as pen 0.34.1, a bad line is reported and skipped
         config_errors = app.configure()
         for error in config_errors:
             print(f"pen: {error}", file=sys.stderr)
-        control = open_control(st)
+        control = open_control(st, inherited=inherited.get("control"))
         tlsrelay.setup(app)          # -E: certificates checked before detaching
-        app.bind()
+        app.bind(inherited.get("listen"))
     except ConfigError as e:
         print(f"pen: {e}", file=sys.stderr)
         return 1
@@ -345,10 +350,12 @@ def run(state):
 
     wire_signals(reactor, {signal.SIGTERM: handle_term, signal.SIGINT: handle_term,
                            signal.SIGQUIT: lambda: app.graceful_stop(SHUTDOWN_SECONDS),
+                           signal.SIGUSR2: app.restart,
                            signal.SIGHUP: handle_hup, signal.SIGUSR1: app.write_stats})
     app.start()
     if control is not None:
         app.start_control(control)
+    handover.tell_old(inherited)     # we serve: the old pen may drain
     try:
         reactor.run()
     finally:

@@ -21,6 +21,7 @@ from . import balance
 from .acl import ACLS_MAX
 from .anchor import Anchored
 from .errors import ConfigError
+from .handover import adopt
 from .http import XForwardedFor
 from .listen import bind_listener
 from .loop import EVENT_READ
@@ -73,13 +74,20 @@ class Service:
         self.on_accept = self._on_accept
 
     # --- the listener -------------------------------------------------------------
-    def bind(self):
-        """Open the listening socket; raises ConfigError (before detaching)."""
+    def bind(self, inherited=None):
+        """Open the listening socket, or adopt the `inherited` fd (a
+        restart's, or systemd's); raises ConfigError (before detaching)."""
         st = self.settings
         if st.listen is None:
             raise ConfigError("no listen address (give [host:]port on the "
                               "command line or `listen` in the config)")
-        self.listener = bind_listener(st.listen, udp=st.udp, backlog=st.backlog)
+        if inherited is not None:
+            try:
+                self.listener = adopt(inherited, "listener")
+            except OSError as e:
+                raise ConfigError(f"cannot adopt the inherited listener: {e}") from None
+        else:
+            self.listener = bind_listener(st.listen, udp=st.udp, backlog=st.backlog)
         self.listen_anchor = self._claim(st.listen)
 
     @staticmethod
