@@ -311,10 +311,12 @@ class App:
         """accept_proxy or client_timeout changed: the stages new
         connections run before a server is chosen (the TLS handshake is
         set by tlsrelay.enable)."""
+        from .httprelay import StickyHead
         from .stages import FirstByte, ProxyHeaderIn
         st = self.state.settings
         self.service.set_stage("first_byte", FirstByte if st.client_timeout else None)
         self.service.set_stage("proxy", ProxyHeaderIn if st.accept_proxy else None)
+        self.service.set_stage("http", StickyHead if st.sticky_cookie else None)
 
     def graceful_stop(self, seconds):
         """SIGQUIT, `shutdown [SECONDS]`: stop accepting, let the open

@@ -1208,7 +1208,7 @@ def cmd_sticky_cookie(word, args, state):
 
     def run(state, now, wall):
         state.settings.sticky_cookie = name
-        return [], []
+        return [], [("stages",)]      # the first-head stage reads the cookie
     return Command(word, run)
 
 
@@ -1248,7 +1248,7 @@ def cmd_server_http(word, args, state, _other=HANDLERS["server"]):
 
 HANDLERS.update({"header": cmd_header, "sticky_cookie": cmd_sticky_cookie,
                  "server": cmd_server_http})
-NO_HANDLERS.update({"header": cmd_no_header, "sticky_cookie": clear("sticky_cookie")})
+NO_HANDLERS.update({"header": cmd_no_header, "sticky_cookie": clear("sticky_cookie", ("stages",))})
 SUMMARIES.update({
     "header": 'header [add|append|set|delete server|client "Name: value"]: list the '
               "HTTP header rules, or add one (%r %t %T %v expand)",

@@ -604,6 +604,10 @@ class Filter:
             raise HttpRefused(framer.error, out)
         return out
 
+    def close(self):
+        """EOF from the source: the bytes still to pass on."""
+        return self.framer.close()
+
 
 def filters(on_request=None, on_response=None):
     """(client -> server Filter, server -> client Filter, their Exchange)

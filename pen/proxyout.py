@@ -24,12 +24,17 @@ def version_for(settings, index):
     return None if version == "off" else version
 
 
-def header_for(client, version):
-    """The header for a connection accepted on `client` (a socket)."""
+def header_for(conn, version):
+    """The header for conn: its client (the address a PROXY header from a
+    front balancer carried, when accept_proxy read one) and the address the
+    client connected to."""
+    client = conn.client
     try:
         src, dst = client.getpeername(), client.getsockname()
     except OSError:          # the client is already gone: say nothing about it
         src = dst = None
+    if src is not None and conn.facts is not None and "proxied_by" in conn.facts:
+        src = (conn.client_ip, conn.client_port)
     return build_v1(src, dst) if version == "v1" else build_v2(src, dst)
 
 
@@ -46,7 +51,7 @@ def send_header(conn, c2s, preread):
     version = version_for(conn.settings, conn.index)
     if version is None:
         return preread
-    header = header_for(conn.client, version)
+    header = header_for(conn, version)
     try:
         sent = conn.server.send(header)
     except SOFT:

@@ -267,6 +267,13 @@ class Pump:
 
     def _on_eof(self):
         self.eof = True
+        filt = self.filter
+        if filt is not None:
+            rest = filt.close()          # what a filter still held (a partial line)
+            if rest:
+                self.out = memoryview(rest)
+                self.pending = len(rest)
+                return self.push()       # shuts dst down once it is out
         if not self.pending:
             twin = self.twin
             if twin is not None and twin.shut:
@@ -528,14 +535,14 @@ class Conn:
                 pass  # not TCP (a Unix socket client)
         pools = owner.pools
         splice = pools.splice
-        self.http, dump_c, dump_s, first_line = owner.pump_options(self)
+        self.http, response, dump_c, dump_s, first_line = owner.pump_options(self)
         # The first client bytes go through a buffer when the log needs the
         # request line; after that the pump may splice.
         c2s = self.c2s = self.new_pump(self.client, self.server, pools, splice, self.http, dump_c)
         if first_line and c2s.filter is None:
             c2s.splice = False
             c2s.filter = FirstLine(self)
-        self.s2c = self.new_pump(self.server, self.client, pools, splice, None, dump_s)
+        self.s2c = self.new_pump(self.server, self.client, pools, splice, response, dump_s)
         if self.plain:
             # Plain pumps (TlsConn keeps its own handlers, and its pumps shut
             # down with a close_notify: no twins).
@@ -788,6 +795,9 @@ class FirstLine:
 
     def __init__(self, conn):
         self.conn = conn
+
+    def close(self):
+        return b""
 
     def feed(self, data):
         conn = self.conn

@@ -22,7 +22,8 @@ from .acl import ACLS_MAX
 from .anchor import Anchored
 from .errors import ConfigError
 from .handover import adopt
-from .http import XForwardedFor
+from .httprelay import filters_for
+from .rewrite import http_mode
 from .listen import bind_listener
 from .loop import EVENT_READ
 from .relay import HAVE_SPLICE, Conn, Dummy, Pools
@@ -376,9 +377,24 @@ class Service:
         if self.settings.dummy:
             Dummy(conn)
             return
-        index = self.choose_for(ip, conn.client_port, now, entry)
+        index = self._sticky(conn, now)
+        if index is None:
+            index = self.choose_for(ip, conn.client_port, now, entry)
         conn.first = index
         self._try(conn, index, now)
+
+    def _sticky(self, conn, now):
+        """The server a sticky cookie names (StickyHead), while it can take
+        the client; else None (balanced as usual, and a new cookie)."""
+        facts = conn.facts
+        if facts is None or "sticky" not in facts:
+            return None
+        index = facts["sticky"]
+        servers = self.state.servers
+        if index < len(servers) and balance.can_try(servers[index], now, True,
+                                                    self.permitted(conn.client_ip)):
+            return index
+        return None
 
     def _try(self, conn, index, now):
         """Connect to `index`, failing over synchronously on immediate errors;
@@ -432,20 +448,19 @@ class Service:
         self._try(conn, nxt, now)
 
     def pump_options(self, conn):
-        """(request filter, client dump, server dump, wants the first line):
-        what this connection's pumps need beyond plain relaying.  All None
-        and False for plain TCP, which then splices."""
+        """(request filter, response filter, client dump, server dump, wants
+        the first line): what this connection's pumps need beyond plain
+        relaying.  All None and False for plain TCP, which then splices."""
         st = self.settings
-        http = None
-        if st.http:
-            http = XForwardedFor(conn.client_ip or "unix",
-                                 "https" if self.tls_context is not None else "http")
+        request = response = None
+        if http_mode(st):
+            request, response = filters_for(conn, st, tls=not conn.plain)
         dump_c = dump_s = None
         if st.debug >= 2:
             dump_c, dump_s = self._debug_dumper(conn, "C"), self._debug_dumper(conn, "B")
         if self.dumps is not None:
             dump_c, dump_s = self.dumps.for_conn(conn, dump_c, dump_s)
-        return http, dump_c, dump_s, self.conn_log is not None
+        return request, response, dump_c, dump_s, self.conn_log is not None
 
     def _debug_dumper(self, conn, tag):
         ascii_ = self.settings.ascii
@@ -473,8 +488,8 @@ class Service:
         state.counters.conns_closed += 1
         entry = conn.entry
         if entry is not None and conn.c2s is not None:
-            entry.sx += conn.c2s.total        # conn.sx, conn.rx
-            entry.rx += conn.s2c.total
+            entry.sx += conn.s2c.total        # sent to the client, as pen counts
+            entry.rx += conn.c2s.total        # received from it
         if conn.c2s is not None:      # issue 11: feed bysize/byduration figures
             balance.record_finished(state, conn.index, conn.c2s.total + conn.s2c.total,
                                     time.time() - conn.started)

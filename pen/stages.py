@@ -84,7 +84,7 @@ class ClientStage(Stage):
         if conn.stage is not self:
             return
         try:
-            data = conn.client.recv(READ_SIZE)
+            data = self.recv()
         except SOFT_ERRORS:
             return
         except OSError as e:
@@ -94,6 +94,10 @@ class ClientStage(Stage):
             self.fail("client closed the connection")
             return
         self.feed(data)
+
+    def recv(self):
+        """The client's next bytes (b"" at EOF); BlockingIOError if none."""
+        return self.conn.client.recv(READ_SIZE)
 
     def feed(self, data):
         """Called with each read; must end in stage_done, fail, or wait."""

@@ -83,10 +83,9 @@ def _entry_server(entry):
 
 def recent_lines(state, seconds, now):
     """`recent [N]`: clients seen in the last N seconds.  As pen's, sx is
-    what was sent to the client and rx what came from it (the entry counts
-    the other way round: sx to the server, rx from it)."""
+    what was sent to the client and rx what came from it."""
     since = now - seconds
-    return ["%s connects %d sx %d rx %d" % (ip, e.connects, e.rx, e.sx)
+    return ["%s connects %d sx %d rx %d" % (ip, e.connects, e.sx, e.rx)
             for ip, e in state.clients.entries.items() if e.last >= since]
 
 

@@ -165,7 +165,7 @@ def test_log_and_web_stats(state):
 def test_recent(state):
     state.clients.touch("10.0.0.1", NOW - 10, 0)
     e = state.clients.touch("10.0.0.2", NOW - 1000, 0)
-    e.sx, e.rx = 60, 70      # 60 bytes went to the server, 70 came back
+    e.sx, e.rx = 70, 60      # 70 bytes went to the client, 60 came from it
     assert reply(state, "recent") == ["10.0.0.1 connects 1 sx 0 rx 0"]   # observed format
     # pen's sx is what was sent to the client, rx what came from it
     assert reply(state, "recent 5000") == ["10.0.0.1 connects 1 sx 0 rx 0",

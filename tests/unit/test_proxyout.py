@@ -33,7 +33,8 @@ def link():
 
 def conn_for(client, server, version="v2", index=0):
     st = Settings(proxy_protocol=version)
-    return SimpleNamespace(settings=st, index=index, client=client, server=server, id=1)
+    return SimpleNamespace(settings=st, index=index, client=client, server=server, id=1,
+                           facts=None)
 
 
 def drain(sock):
@@ -54,14 +55,35 @@ def test_version_for_prefers_the_server_setting():
     assert [version_for(st, i) for i in (0, 2, 3, "abuse")] == ["v1", None, "v2", "v1"]
 
 
+class _Conn:
+    """What header_for reads of a Conn: its client socket and the facts."""
+
+    def __init__(self, client, facts=None, ip="", port=0):
+        self.client, self.facts, self.client_ip, self.client_port = client, facts, ip, port
+
+
 def test_header_for_an_unnamed_unix_peer_and_a_closed_socket():
     a, b = socket.socketpair()
-    assert parse(header_for(a, "v2")).family == socket.AF_UNIX
-    assert header_for(a, "v1") == b"PROXY UNKNOWN\r\n"
+    assert parse(header_for(_Conn(a), "v2")).family == socket.AF_UNIX
+    assert header_for(_Conn(a), "v1") == b"PROXY UNKNOWN\r\n"
     a.close()
     b.close()
-    assert header_for(a, "v2").endswith(b"\x20\x00\x00\x00")     # LOCAL
-    assert header_for(a, "v1") == b"PROXY UNKNOWN\r\n"
+    assert header_for(_Conn(a), "v2").endswith(b"\x20\x00\x00\x00")     # LOCAL
+    assert header_for(_Conn(a), "v1") == b"PROXY UNKNOWN\r\n"
+
+
+def test_header_for_carries_the_address_a_proxy_header_brought_in():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    client = socket.create_connection(server.getsockname(), timeout=5)
+    accepted, _ = server.accept()
+    try:
+        conn = _Conn(accepted, {"proxied_by": "127.0.0.1"}, "203.0.113.5", 777)
+        assert header_for(conn, "v1").startswith(b"PROXY TCP4 203.0.113.5 127.0.0.1 777 ")
+    finally:
+        for s in (server, client, accepted):
+            s.close()
 
 
 @pytest.mark.skipif(not HAVE_SPLICE, reason="no os.splice here")

@@ -12,6 +12,9 @@ class Upper:
     def feed(self, data):
         return bytes(data).upper()
 
+    def close(self):
+        return b""
+
 
 @pytest.fixture(params=["splice", "buffer"])
 def pump(request):
