@@ -41,6 +41,7 @@ import socket
 import sys
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor   # at the top: nothing imports under -j
 
 from . import commands, stats
 from .anchor import Anchored
@@ -504,7 +505,6 @@ class AuthWorker:
 
     def submit(self, fn, args, callback):
         if self.executor is None:
-            from concurrent.futures import ThreadPoolExecutor
             self.rx, self.tx = socket.socketpair()
             self.rx.setblocking(False)
             self.tx.setblocking(False)

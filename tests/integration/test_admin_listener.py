@@ -111,12 +111,12 @@ def raw(port, data, timeout=TIMEOUT):
 @pytest.fixture
 def farm(pen, backends, tmp_path):
     """start(*config_lines) -> (admin_port, control_port, listen_port, backends)"""
-    def start(*lines, n=2):
+    def start(*lines, n=2, options=()):
         bs = backends(n)
         adm, ctl, port = free_port(), free_port(), free_port()
         cfg = tmp_path / "pen.cfg"
         cfg.write_text(f"admin_listen 127.0.0.1:{adm}\n" + "".join(l + "\n" for l in lines))
-        pen("-u", ME, "-C", f"127.0.0.1:{ctl}", "-F", cfg, f"127.0.0.1:{port}",
+        pen("-u", ME, *options, "-C", f"127.0.0.1:{ctl}", "-F", cfg, f"127.0.0.1:{port}",
             *[b.spec for b in bs], port=port)
         assert wait_until(lambda: listening(adm) and listening(ctl))
         return adm, ctl, port, bs
@@ -217,6 +217,20 @@ def test_password_file(farm, tmp_path):
     status, body = post(adm, "/server/0", {"action": "disable", "csrf": token},
                         auth="admin:open sesame")
     assert status == 303 and server_json(ctl, 0)["disabled"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="-j (chroot) needs root")
+def test_password_login_under_chroot(farm, tmp_path):
+    """The password check's thread starts at the first login, inside the
+    jail, where nothing can be imported any more."""
+    jail = tmp_path / "jail"
+    jail.mkdir()
+    pw = tmp_path / "admin.pw"
+    pw.write_text(admin.hash_password("pw") + "\n")
+    adm, ctl, port, bs = farm(f"admin_password_file {pw}", options=("-j", jail))
+    assert get(adm, "/status.json", auth="x:pw")[0] == 200
+    assert get(adm, "/status.json", auth="x:no")[0] == 401
+    assert banner(port) in ("S0", "S1")
 
 
 def test_bounds_keep_the_data_path_free(farm):
