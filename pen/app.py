@@ -175,7 +175,7 @@ class App:
             return
         # SIGHUP reloads the TLS context once after this (daemon.handle_hup);
         # one rebuild per ssl_* line would only repeat it, and its errors.
-        _, errors = self.run_commands(path=st.cfgfile, skip=("tls",))
+        _, errors = self.run_commands(path=st.cfgfile, skip=("tls",))   # replies: nowhere
         for error in errors:
             log.error("%s", error)
         log.debug("reloaded %s: %d bad lines", st.cfgfile, len(errors))
@@ -192,7 +192,7 @@ class App:
         from .config import load_config, run_lines
         replies, effects, errors = run_lines(self.state, lines, opener=reach.opener)
         if path:
-            more, errs = load_config(path, self.state, opener=reach.opener)
+            more, errs = load_config(path, self.state, opener=reach.opener, replies=replies)
             effects += more
             errors += errs
         effects = [e for e in effects if e[0] not in skip]

@@ -55,11 +55,12 @@ def run_lines(state, lines, now=None, wall=None, opener=None, base=None, _stack=
     return replies, effects, errors
 
 
-def load_config(path, state, now=None, wall=None, _stack=(), opener=None):
+def load_config(path, state, now=None, wall=None, _stack=(), opener=None, replies=None):
     """Run every line of a config file (run_lines, labelled `file:line`).
-    Returns (effects, errors); the replies of config lines are dropped, as
-    pen's are.  `opener` is open()'s: pen passes one that reads relative to
-    a directory fd kept from before chroot."""
+    Returns (effects, errors); the replies of its lines go to the list
+    `replies` if one is given (pen prints them at startup), else nowhere.
+    `opener` is open()'s: pen passes one that reads relative to a
+    directory fd kept from before chroot."""
     real = os.path.realpath(path)
     if real in _stack:
         chain = " -> ".join(list(_stack) + [real])
@@ -72,8 +73,10 @@ def load_config(path, state, now=None, wall=None, _stack=(), opener=None):
     except OSError as e:
         return [], [f"{path}: cannot read: {e.strerror or e}"]
     labelled = ((f"{path}:{n}", line) for n, line in enumerate(lines, 1))
-    _, effects, errors = run_lines(state, labelled, now, wall, opener,
-                                   os.path.dirname(path), _stack + (real,))
+    out, effects, errors = run_lines(state, labelled, now, wall, opener,
+                                     os.path.dirname(path), _stack + (real,))
+    if replies is not None:
+        replies.extend(out)
     return effects, errors
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import (TIMEOUT, Pen, banner, connect, free_port, listening,
+from conftest import (REFERENCE_PEN, TIMEOUT, Pen, banner, connect, free_port, listening,
                       recv_all, wait_until)
 
 ME = pwd.getpwuid(os.getuid()).pw_name
@@ -268,3 +268,16 @@ def test_relative_paths_survive_detaching(backends, tmp_path):
         os.kill(pid, signal.SIGTERM)
     assert wait_until(lambda: not os.path.exists(f"/proc/{pid}"))
     assert not pidfile.exists()
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["ours", "pen-0.34.1"])
+def test_config_file_replies_are_printed_at_startup_as_pens(tmp_path, reference):
+    if reference and not os.path.exists(REFERENCE_PEN):
+        pytest.skip("the reference pen is not installed")
+    cfg = tmp_path / "r.cfg"
+    cfg.write_text("blacklist 7\ntimeout 4\nhash\n")
+    port = free_port()
+    p = Pen(["-F", str(cfg), f"127.0.0.1:{port}", "127.0.0.1:9"], port=port,
+            reference=reference)
+    p.stop()
+    assert p.stdout.splitlines()[-2:] == ["7", "4"]
