@@ -34,6 +34,7 @@ import errno
 import hashlib
 import hmac
 import html
+import ipaddress
 import json
 import logging
 import secrets
@@ -447,10 +448,35 @@ setTimeout(refresh, %d);
 """ % (json.dumps(CONN_FIELDS), CONNS_SHOWN, REFRESH_MS, REFRESH_MS)
 
 
+def host_name(host):
+    """The name part of a Host header value ('[::1]:80' -> '::1')."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.split(":", 1)[0] if host.count(":") == 1 else host
+
+
+def host_allowed(host):
+    """Without a login, only an IP address or localhost: a page reached by
+    a DNS name could be a rebinding attack reading the CSRF token."""
+    name = host_name(host)
+    if not host or name.lower() == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def route(state, request, token, now, wall):
     """(response bytes, command line to run or None) for a GET, or a
     checked POST; HttpError for everything refused."""
     path, method = request.path, request.method
+    host = request.headers.get("host", "")
+    if not state.settings.admin_passwords and not host_allowed(host):
+        raise HttpError(403, f"Host {host[:80]!r} is neither an IP address nor "
+                             "localhost; use one, or set admin_password_file "
+                             "(a guard against DNS rebinding)")
     if method == "POST":
         if not path.startswith("/server/"):
             raise HttpError(404 if path not in ("/", "/status.json", "/metrics")

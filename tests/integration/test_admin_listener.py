@@ -270,3 +270,26 @@ def test_admin_listen_moves_and_stops(farm):
     assert listening(new)
     penctl(ctl, "no", "admin_listen")
     assert wait_until(lambda: not listening(new))
+
+
+def test_admin_on_a_unix_socket(pen, backends, tmp_path):
+    (b,) = backends(1)
+    path, port = tmp_path / "admin.sock", free_port()
+    pen("-o", f"admin_listen {path}", f"127.0.0.1:{port}", b.spec, port=port)
+    assert wait_until(lambda: path.exists())
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(TIMEOUT)
+        s.connect(str(path))
+        s.sendall(b"GET /status.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    head, body = reply.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(body)["servers"][0]["port"] == b.port
+
+
+def test_a_dns_name_in_host_is_refused_without_a_login(farm):
+    adm, ctl, port, bs = farm()
+    reply = raw(adm, b"GET / HTTP/1.1\r\nHost: rebind.example:%d\r\n\r\n" % adm)
+    assert reply.startswith(b"HTTP/1.1 403") and b"DNS rebinding" in reply

@@ -144,6 +144,23 @@ def test_route_refuses(method, path, status):
     assert e.value.status == status
 
 
+@pytest.mark.parametrize("host, ok", [
+    ("", True), ("127.0.0.1:8080", True), ("localhost:8080", True), ("LOCALHOST", True),
+    ("[::1]:8080", True), ("::1", True), ("10.1.2.3", True),
+    ("evil.example:8080", False), ("lb.example.com", False), ("127.0.0.1.nip.io", False)])
+def test_host_guard_against_dns_rebinding(host, ok):
+    state = make_state()
+    req = request("GET", "/status.json", headers={"host": host})
+    if ok:
+        assert admin.route(state, req, TOKEN, NOW, WALL)[0].startswith(b"HTTP/1.1 200")
+    else:
+        with pytest.raises(HttpError) as e:
+            admin.route(state, req, TOKEN, NOW, WALL)
+        assert e.value.status == 403 and "DNS rebinding" in str(e.value)
+        state.settings.admin_passwords = ((None, "x"),)    # with a login, any name
+        assert admin.route(state, req, TOKEN, NOW, WALL)[0].startswith(b"HTTP/1.1 200")
+
+
 def test_route_serves_json_metrics_and_page():
     state = make_state()
     out, _ = admin.route(state, request("GET", "/status.json"), TOKEN, NOW, WALL)
