@@ -84,6 +84,26 @@ class Pools:
         self.splice = splice
         self.pipes = []
         self.buffers = []
+        self.holders = set()     # pumps holding a pipe with bytes in it (stalled)
+
+    def reclaim(self):
+        """Out of fds: every stalled pump moves its bytes into a buffer and
+        gives its pipe back, idle pipes are closed.  Those connections go
+        on through user-space buffers (2 fds each instead of 4), so new
+        clients are not turned away for their sake.  Returns the fds freed."""
+        freed = 0
+        for pump in list(self.holders):
+            pump.unsplice()
+            freed += 2
+        for r, w in self.pipes:
+            os.close(r)
+            os.close(w)
+            freed += 2
+        self.pipes.clear()
+        if freed:
+            log.warning("out of file descriptors: %d freed by relaying stalled "
+                        "connections through buffers", freed)
+        return freed
 
     def get_pipe(self):
         if self.pipes:
@@ -150,7 +170,16 @@ class Pump:
         # in, one splice out, and the pipe goes straight back to the pool
         # when everything went through (the usual case).
         pipes = self.pools.pipes
-        pipe = pipes.pop() if pipes else self.pools.get_pipe()
+        if pipes:
+            pipe = pipes.pop()
+        else:
+            try:
+                pipe = self.pools.get_pipe()
+            except OSError as e:
+                if e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                self.splice = False      # no fd for a pipe: this one uses buffers
+                return self._pull_buffer()
         try:
             n = splice(self.srcfd, pipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
         except SOFT_ERRORS:
@@ -171,6 +200,7 @@ class Pump:
             sent = 0
         except OSError as e:
             self.pipe, self.pending = pipe, n      # close() disposes of it
+            self.pools.holders.add(self)
             if e.errno != errno.EINVAL:
                 raise
             self._pipe_to_buffer()
@@ -185,6 +215,7 @@ class Pump:
         # The destination is full: hold the rest and stop reading; the
         # Conn asks for EVENT_WRITE and push() sends it.
         self.pipe, self.pending = pipe, n - sent
+        self.pools.holders.add(self)
         return sent
 
     def _pull_buffer(self):
@@ -292,22 +323,37 @@ class Pump:
         except OSError:
             pass
 
-    def _pipe_to_buffer(self):
+    def _pipe_to_buffer(self, close=False):
+        """The held bytes out of the pipe into a buffer; the pipe goes back
+        to the pool (or is closed); from now on this pump uses buffers."""
+        pipe = self.pipe
         data = b""
         while len(data) < self.pending:
-            chunk = os.read(self.pipe[0], self.pending - len(data))
+            chunk = os.read(pipe[0], self.pending - len(data))
             if not chunk:
                 break
             data += chunk
-        self._release_pipe()
+        self.pipe = None
+        self.pools.holders.discard(self)
+        if close:
+            os.close(pipe[0])
+            os.close(pipe[1])
+        else:
+            self.pools.put_pipe(pipe)
         self.splice = False
         self.out = memoryview(data)
         self.pending = len(data)
+
+    def unsplice(self):
+        """Pools.reclaim: give the pipe back (closed), keep the bytes."""
+        if self.pipe is not None and self.pending:
+            self._pipe_to_buffer(close=True)
 
     def _release_pipe(self):
         if self.pipe is not None:
             if self.pending:
                 return
+            self.pools.holders.discard(self)
             self.pools.put_pipe(self.pipe)
             self.pipe = None
 
@@ -321,6 +367,7 @@ class Pump:
         pipe = self.pipe
         if pipe is not None:
             self.pipe = None
+            self.pools.holders.discard(self)
             if self.pending:
                 # The pipe still holds bytes: it cannot be reused.
                 os.close(pipe[0])

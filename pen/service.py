@@ -250,9 +250,13 @@ class Service:
             self._accepted(sock, addr)
 
     def _out_of_resources(self, what, exc):
-        """EMFILE and friends: rest the listener instead of spinning."""
+        """EMFILE and friends: first take the pipes of stalled connections
+        back (they go on through buffers); if there were none, rest the
+        listener instead of spinning."""
         if exc.errno not in EMFILE_ERRORS:
             raise exc
+        if self.pools.reclaim():
+            return          # the listener stays: the next turn accepts again
         now = time.monotonic()
         if now - self.last_warning > WARN_EVERY:
             self.last_warning = now

@@ -173,7 +173,7 @@ class Pen:
     """A running pen process (ours by default, or the reference)."""
 
     def __init__(self, args, port=None, udp=False, unix=None, reference=False,
-                 foreground=True, wait=True, env=None, launcher=None):
+                 foreground=True, wait=True, env=None, launcher=None, preexec_fn=None):
         cmd = [REFERENCE_PEN] if reference else [sys.executable, "-m", "pen"]
         if launcher is not None:      # a script that runs ours, adjusted for a test
             cmd = [sys.executable, str(launcher)]
@@ -182,7 +182,8 @@ class Pen:
         self.cmd = cmd + [str(a) for a in args]
         self.port, self.udp, self.unix = port, udp, unix
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)
+                                     stderr=subprocess.PIPE, env=env,
+                                     preexec_fn=preexec_fn)
         self.pid = self.proc.pid
         if wait:
             self.wait_ready()
