@@ -13,6 +13,8 @@ SCENARIOS = {
     "memory": ("memory per idle kept-alive conn", "KiB", False),
     "memory_fresh": ("memory per new conn (no data)", "KiB", False),
     "udp": ("UDP requests -U (16 clients)", "req/s", True),
+    "http_rule": ("HTTP mode, one set-header rule (c50)", "req/s", True),
+    "http_xff": ("HTTP -H X-Forwarded-For (c50)", "req/s", True),
 }
 TARGET_ORDER = ("direct", "ours", "pen", "haproxy")
 RATIOS = (("ours", "pen"), ("ours", "haproxy"), ("haproxy", "pen"))

@@ -32,7 +32,8 @@ from services import REF_PEN, StartError
 
 TARGETS = ("ours", "pen", "haproxy")
 TCP_SCENARIOS = ("keepalive", "latency", "bulk", "newconn")
-ALL_SCENARIOS = TCP_SCENARIOS + ("memory", "udp")
+HTTP_SCENARIOS = tuple(services.HTTP_MODES)
+ALL_SCENARIOS = TCP_SCENARIOS + HTTP_SCENARIOS + ("memory", "udp")
 PACKAGES = {                # tool -> (Debian package, where it lands)
     "wrk": ("wrk", "/usr/bin/wrk"),
     "nginx": ("nginx-light", "/usr/sbin/nginx"),
@@ -213,12 +214,12 @@ class Bench:
         self.results = {}
         self.failures = []
 
-    def balancer(self, kind, backends, udp=False, tag=""):
+    def balancer(self, kind, backends, udp=False, tag="", http=None):
         """Start one balancer; on failure record it and return None."""
         try:
             proc = services.balancer(kind, self.workdir, backends,
                                      self.args.ours_argv, self.procs,
-                                     self.maxconn, udp=udp, tag=tag)
+                                     self.maxconn, udp=udp, tag=tag, http=http)
         except StartError as exc:
             say(str(exc))
             self.failures.append(f"{kind}{tag}: {str(exc).splitlines()[0]}")
@@ -281,6 +282,49 @@ class Bench:
                         self.fail(name, target, str(exc))
                         continue
                     self.record(name, target, run, rnd)
+
+    def run_http(self, backends):
+        """HTTP mode, kept-alive (wrk -c50): each balancer started with the
+        scenario's options (services.HTTP_MODES), measured in turns."""
+        args = self.args
+        for name in HTTP_SCENARIOS:
+            if name not in args.scenario_list:
+                continue
+            ports, procs = {}, {}
+            for kind in args.targets:
+                if services.HTTP_MODES[name][kind] is None:
+                    continue             # that balancer cannot do it
+                proc = self.balancer(kind, [b.port for b in backends], tag=name,
+                                     http=name)
+                if proc is None:
+                    self.fail(name, kind, "did not start")
+                    continue
+                procs[kind], ports[kind] = proc, proc.port
+            order = [t for t in TARGETS if t in ports]
+            for target in order:
+                try:
+                    load.wrk(self.wrk, ports[target], services.SMALL_FILE,
+                             args.warmup, 50, 2)
+                except load.LoadError as exc:
+                    say(f"{target} {name} warm-up: {exc}")
+            for rnd in range(args.rounds):
+                shift = rnd % max(1, len(order))
+                for target in order[shift:] + order[:shift]:
+                    if not procs[target].alive():
+                        self.fail(name, target, "balancer died: "
+                                  + procs[target].output_tail(3))
+                        continue
+                    if self.is_failed(name, target):
+                        continue
+                    try:
+                        run = load.wrk(self.wrk, ports[target], services.SMALL_FILE,
+                                       args.duration, 50, 2)
+                    except load.LoadError as exc:
+                        self.fail(name, target, str(exc))
+                        continue
+                    self.record(name, target, run, rnd)
+            for proc in procs.values():
+                proc.stop()
 
     def is_failed(self, name, target):
         key = "latency_p50" if name == "latency" else name
@@ -466,6 +510,8 @@ def main(argv=None):
                         for _ in range(2)]
             if any(s in TCP_SCENARIOS for s in args.scenario_list):
                 bench.run_tcp(backends)
+            if any(s in HTTP_SCENARIOS for s in args.scenario_list):
+                bench.run_http(backends)
             if "memory" in args.scenario_list:
                 bench.run_memory(backends)
         if "udp" in args.scenario_list:

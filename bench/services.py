@@ -240,9 +240,20 @@ backend be
 """
 
 
-def pen_argv(prefix_argv, port, backends, maxconn, udp=False):
+# HTTP scenarios (bench/run.py run_http): what each balancer is told to do
+# to every request.  "http_rule": one header rule; the reference pen has
+# none, so it sits that one out.  "http_xff": pen's -H (X-Forwarded-For).
+HTTP_MODES = {
+    "http_rule": {"ours": ["-o", 'header set server "X-Real-IP: %r"'], "pen": None,
+                  "haproxy": "    mode http\n    http-request set-header X-Real-IP %[src]\n"},
+    "http_xff": {"ours": ["-H"], "pen": ["-H"],
+                 "haproxy": "    mode http\n    option forwardfor\n"},
+}
+
+
+def pen_argv(prefix_argv, port, backends, maxconn, udp=False, extra=()):
     """pen's own command line, the same for ours and the reference."""
-    argv = list(prefix_argv) + ["-f", "-r", "-x", str(maxconn)]
+    argv = list(prefix_argv) + list(extra) + ["-f", "-r", "-x", str(maxconn)]
     if udp:
         argv.append("-U")
     argv.append(f"{HOST}:{port}")
@@ -251,26 +262,32 @@ def pen_argv(prefix_argv, port, backends, maxconn, udp=False):
 
 
 def balancer(kind, workdir, backends, ours_cmd, started, maxconn, udp=False,
-             tag=""):
+             tag="", http=None):
     """Start one balancer ('ours', 'pen' or 'haproxy'); returns a Proc.
+    `http`: a key of HTTP_MODES (that scenario's options).
 
     The Proc is appended to `started` as soon as it runs, so the caller can
     stop it by PID even when it then fails to come up.
     """
     port = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     name = f"{kind}{tag}-{port}"
+    extra = HTTP_MODES[http][kind] if http else ()
     if kind == "ours":
-        proc = Proc(name, pen_argv(ours_cmd, port, backends, maxconn, udp),
+        proc = Proc(name, pen_argv(ours_cmd, port, backends, maxconn, udp, extra),
                     workdir, cwd=REPO_DIR)
     elif kind == "pen":
-        proc = Proc(name, pen_argv([REF_PEN], port, backends, maxconn, udp),
+        proc = Proc(name, pen_argv([REF_PEN], port, backends, maxconn, udp, extra),
                     workdir)
     elif kind == "haproxy":
         conf = Path(workdir) / f"{name}.cfg"
         servers = "\n".join(f"    server s{i} {HOST}:{b}"
                             for i, b in enumerate(backends, 1))
-        conf.write_text(HAPROXY_CONF.format(maxconn=maxconn, host=HOST,
-                                            port=port, servers=servers))
+        text = HAPROXY_CONF.format(maxconn=maxconn, host=HOST, port=port,
+                                   servers=servers)
+        if http:
+            text = text.replace("backend be\n", "backend be\n" + extra).replace(
+                "frontend fe\n", "frontend fe\n    mode http\n")
+        conf.write_text(text)
         exe = find_tool("haproxy", "/usr/sbin/haproxy")
         proc = Proc(name, [exe, "-db", "-f", conf], workdir)
     else:

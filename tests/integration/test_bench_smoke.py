@@ -62,7 +62,7 @@ def test_json_describes_the_run(bench_doc):
     assert bench_doc["failures"] == []
     assert set(bench_doc["results"]) == {
         "keepalive", "newconn", "bulk", "latency_p50", "latency_p99",
-        "memory", "memory_fresh", "udp"}
+        "memory", "memory_fresh", "udp", "http_rule", "http_xff"}
     assert bench_doc["machine"]["cores"] >= 1
 
 
