@@ -11,7 +11,8 @@ import socket
 import threading
 import time
 
-from conftest import TIMEOUT, Backend, UdpBackend, banner, free_port, listening, wait_until
+from conftest import (TIMEOUT, Backend, UdpBackend, banner, connect, free_port, listening,
+                      read_line, wait_until)
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 
@@ -406,3 +407,16 @@ def test_autodisable_keeps_a_failed_server_out_even_when_probes_pass(pen, backen
         assert wait_until(lambda: "S0x" in {banner(port) for _ in range(2)})
     finally:
         revived.close()
+
+
+def test_probes_do_not_count_against_client_limits(pen, backends):
+    (a,) = backends(1)
+    p, port, c = start(pen, [a.spec], "-x", "1", "-o", "check_interval 0.1")
+    with connect(port) as held:                 # the one connection -x 1 allows
+        assert read_line(held) == "S0"
+        before = servers_json(c)[0]["check"]["passed"]
+        assert wait_until(lambda: servers_json(c)[0]["check"]["passed"] >= before + 5)
+        held.sendall(b"still here")
+        assert held.recv(100) == b"still here"
+        assert json.loads(ctl(c, "status json"))["counters"]["accepted"] == 1
+    assert wait_until(lambda: banner(port) == "S0")
