@@ -113,6 +113,7 @@ def test_penlogd_puts_the_real_client_into_web_lines(pen, penlogd, reference):
 
 def test_hup_reopens_and_term_exits_cleanly(penlogd, tmp_path):
     logd = penlogd()
+    assert wait_until(lambda: logd.pidfile.exists() and logd.pidfile.read_text().strip())
     assert logd.pidfile.read_text().strip() == str(logd.proc.pid)
     feed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with feed:
