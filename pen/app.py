@@ -10,6 +10,7 @@ import socket
 import time
 
 from .anchor import Anchored
+from . import effects
 from .errors import ConfigError, PenError
 from .netlog import netlog_line
 from .service import Service
@@ -110,15 +111,16 @@ class App:
         self.control = None
         self.cfg_anchor = self.web_anchor = None
         service = self.service
-        # commands.py's effects (documented there) -> the method doing each
-        self.effects = {"listen": service.rebind, "exit": self.stop,
-                        "close": service.close_conn, "log": self.set_log,
-                        "write": self.write_file, "stages": self.update_stages,
-                        "shutdown": self.graceful_stop,
-                        "debug": self.set_debug, "conn_max": service.conn_max_changed,
-                        "source": self.set_source, "tls": self.reload_tls,
-                        "ssl_info": self.ssl_info, "admin": self.set_admin}
-        self.effects["dumps"] = self.set_dumps      # issue 11: trafficlog, throughputlog
+        # each effect of commands (pen/effects.py) -> the method doing it
+        self.effects = {
+            effects.Listen: service.rebind, effects.Exit: self.stop,
+            effects.Close: service.close_conn, effects.Log: self.set_log,
+            effects.Write: self.write_file, effects.Stages: self.update_stages,
+            effects.Shutdown: self.graceful_stop, effects.Debug: self.set_debug,
+            effects.ConnMax: service.conn_max_changed, effects.Source: self.set_source,
+            effects.Tls: self.reload_tls, effects.SslInfo: self.ssl_info,
+            effects.Admin: self.set_admin, effects.Dumps: self.set_dumps,
+        }
 
     # --- setup ------------------------------------------------------------------------
     handed_over = False     # a restart's new pen has our listening sockets
@@ -175,7 +177,7 @@ class App:
             return
         # SIGHUP reloads the TLS context once after this (daemon.handle_hup);
         # one rebuild per ssl_* line would only repeat it, and its errors.
-        _, errors = self.run_commands(path=st.cfgfile, skip=("tls",))   # replies: nowhere
+        _, errors = self.run_commands(path=st.cfgfile, skip=(effects.Tls,))   # replies: nowhere
         for error in errors:
             log.error("%s", error)
         log.debug("reloaded %s: %d bad lines", st.cfgfile, len(errors))
@@ -190,13 +192,13 @@ class App:
         bad lines and failed effects.  Paths resolve as at startup (reach)."""
         from .anchor import reach
         from .config import load_config, run_lines
-        replies, effects, errors = run_lines(self.state, lines, opener=reach.opener)
+        replies, todo, errors = run_lines(self.state, lines, opener=reach.opener)
         if path:
             more, errs = load_config(path, self.state, opener=reach.opener, replies=replies)
-            effects += more
+            todo += more
             errors += errs
-        effects = [e for e in effects if e[0] not in skip]
-        answered, failed = self.run_effects(effects, split=True)
+        todo = [e for e in todo if type(e) not in skip]
+        answered, failed = self.run_effects(todo, split=True)
         return replies + answered, errors + failed
 
     def execute(self, line):
@@ -246,16 +248,17 @@ class App:
         return errors
     # --- end issue 11 ---
 
-    def run_effects(self, effects, split=False):
+    def run_effects(self, todo, split=False):
         """Run commands' effects in order.  Returns reply lines: what a
         handler answers (ssl_info) and one line per effect that failed (the
         others still run); with `split`, the two as (answered, failed)."""
         answered, failed = [], []
-        for name, *args in effects:
-            handler = self.effects.get(name)
+        for effect in todo:
+            handler = self.effects.get(type(effect))
             if handler is None:
-                log.error("no handler for effect %r", name)
+                log.error("no handler for effect %r", effect)
                 continue
+            name, args = effect.name, effect.args
             try:
                 answered.extend(handler(*args) or ())
             except PenError as e:

@@ -16,28 +16,9 @@ Unknown commands get pen's own reply, `do_cmd: ignoring command starting
 with 'X'`.
 
 Effects are what apply cannot do itself because it touches file
-descriptors; the daemon (pen/app.py) runs them, in order, after apply:
-
-    ("listen", ListenAddr)   re-bind the client listener; on success set
-                             settings.listen (the old one stays if it fails)
-    ("exit",)                stop the daemon cleanly (only produced with -X)
-    ("close", conn_id)       close that connection (it is in state.conns)
-    ("log", target)          (re)open the -l log: a file path, "host:port"
-                             for UDP, or None to stop logging
-    ("write", path[, text])  write text to path (the -w file on `status`), or
-                             without text the running configuration
-                             (`write`: config.dump), through a temporary
-                             file and a rename
-    ("include", path)        run that file's lines (config.run_lines handles
-                             it at once, before the other effects)
-    ("debug", level)         set the logging level (settings.debug is set)
-    ("conn_max", n)          settings.conn_max changed: resume accepting if
-                             the listener was paused at the old limit
-    ("source", ip_or_None)   bind upstream connections to this local IP
-    ("tls",)                 an ssl_* setting changed: rebuild the TLS context
-    ("ssl_info",)            reply with tls.cert_info() of the context in use
-    ("dumps",)               trafficlog/throughputlog files changed: (re)open
-                             them (pen/dumps.py)
+descriptors: small named types of pen/effects.py (Listen, Close, Log,
+Write, Include, Tls, Admin, Dumps, Stages, Shutdown, ...), which the
+daemon (App.run_effects in pen/app.py) carries out, in order, after apply.
 
 The daemon's run_effects may return extra reply lines (for example an
 error saying the new listen address could not be bound); the control
@@ -51,6 +32,7 @@ import socket
 import time
 
 from . import acl as aclmod
+from . import effects
 from . import health, hooks   # issue 10
 from . import stats
 from . import rewrite   # issue 12
@@ -190,8 +172,8 @@ def setting(field, what, lo=0, hi=INT_MAX, fmt="{}", effect=None, usage=None):
             current = getattr(st, field)
             if isinstance(current, float) and current.is_integer():
                 current = int(current)
-            effects = [effect(value)] if effect and value is not None else []
-            return [fmt.format(current)], effects
+            out = [effect(value)] if effect and value is not None else []
+            return [fmt.format(current)], out
         return Command(word, run)
     return handler
 
@@ -235,9 +217,9 @@ def text_setting(field, what, effect=None, query=True, required=False):
             st = state.settings
             if value is not None:
                 setattr(st, field, value)
-            effects = [effect] if effect and value is not None else []
+            out = [effect] if effect and value is not None else []
             current = getattr(st, field)
-            return ([current] if query and current else []), effects
+            return ([current] if query and current else []), out
         return Command(word, run)
     return handler
 
@@ -362,7 +344,7 @@ def cmd_exit(word, args, state):
 
     def run(state, now, wall):
         if state.settings.exit_enabled:
-            return [], [("exit",)]
+            return [], [effects.Exit()]
         return ["Exit is not enabled; restart with -X flag"], []
     return Command(word, run)
 
@@ -382,7 +364,7 @@ def cmd_idlers(word, args, state):
 def cmd_include(word, args, state):
     arity(word, args, 1, "include FILE", least=1)
     path = args[0]
-    return Command(word, lambda state, now, wall: ([], [("include", path)]))
+    return Command(word, lambda state, now, wall: ([], [effects.Include(path)]))
 
 
 def cmd_listen(word, args, state):
@@ -394,7 +376,7 @@ def cmd_listen(word, args, state):
         addr = parse_listen(args[0])
     except ConfigError as e:
         raise CommandError(f"listen: {e}") from None
-    return Command(word, lambda state, now, wall: ([str(addr)], [("listen", addr)]))
+    return Command(word, lambda state, now, wall: ([str(addr)], [effects.Listen(addr)]))
 
 
 def _check_log_target(word, target):
@@ -413,11 +395,11 @@ def cmd_log(word, args, state):
 
     def run(state, now, wall):
         st = state.settings
-        effects = []
+        out = []
         if target is not None:
             st.logfile = target
-            effects.append(("log", target))
-        return ([st.logfile] if st.logfile else []), effects
+            out.append(effects.Log(target))
+        return ([st.logfile] if st.logfile else []), out
     return Command(word, run)
 
 
@@ -560,7 +542,7 @@ def cmd_source(word, args, state):
 
     def run(state, now, wall):
         state.settings.source = ip
-        return [], [("source", ip)]
+        return [], [effects.Source(ip)]
     return Command(word, run)
 
 
@@ -576,7 +558,7 @@ def cmd_ssl_option(word, args, state):
     def run(state, now, wall):
         if option not in state.settings.ssl_options:
             state.settings.ssl_options.append(option)
-        return [], [("tls",)]
+        return [], [effects.Tls()]
     return Command(word, run)
 
 
@@ -589,7 +571,7 @@ def cmd_ssl_ocsp_response(word, args, state):
 def cmd_ssl_info(word, args, state):
     """Our extension: the certificates in use (the daemon adds the lines)."""
     arity(word, args, 0, word)
-    return Command(word, lambda state, now, wall: ([], [("ssl_info",)]))
+    return Command(word, lambda state, now, wall: ([], [effects.SslInfo()]))
 
 
 def cmd_ssl_ciphers(word, args, state):
@@ -598,7 +580,7 @@ def cmd_ssl_ciphers(word, args, state):
 
     def run(state, now, wall):
         state.settings.ssl_ciphers = value
-        return [], [("tls",)]
+        return [], [effects.Tls()]
     return Command(word, run)
 
 
@@ -615,7 +597,7 @@ def cmd_status(word, args, state):
             return stats.prometheus(state, now).splitlines(), []
         page = stats.status_html(state, now, wall)
         webfile = state.settings.webfile
-        return page.splitlines(), ([("write", webfile, page)] if webfile else [])
+        return page.splitlines(), ([effects.Write(webfile, page)] if webfile else [])
     return Command(word, run)
 
 
@@ -652,7 +634,7 @@ def cmd_write(word, args, state):
                            "(usage: write FILE)")
 
     def run(state, now, wall):
-        return [], [("write", path)]
+        return [], [effects.Write(path)]
     return Command(word, run)
 
 
@@ -721,7 +703,7 @@ def server_extra(idx, args, state):
 
         def run(state, now, wall):
             state.settings.server_trafficlogs[idx] = path
-            return [], [("dumps",)]
+            return [], [effects.Dumps()]
     else:
         if rest != ["trafficlog"]:
             raise CommandError(f"server: expected 'no trafficlog' after server {idx}, "
@@ -729,7 +711,7 @@ def server_extra(idx, args, state):
 
         def run(state, now, wall):
             state.settings.server_trafficlogs.pop(idx, None)
-            return [], [("dumps",)]
+            return [], [effects.Dumps()]
     return Command("server", run)
 
 
@@ -744,7 +726,7 @@ def dump_file(field):
             st = state.settings
             if path is not None:
                 setattr(st, field, path)
-                return [], [("dumps",)]
+                return [], [effects.Dumps()]
             current = getattr(st, field)
             if not current:
                 return [], []
@@ -876,16 +858,16 @@ HANDLERS = {
                           usage="client_acl [N]"),
     "clients_max": cmd_clients_max,
     "close": conn_command(
-        lambda n, conn: ([f"Forcibly closing connection {n}"], [("close", n)]),
+        lambda n, conn: ([f"Forcibly closing connection {n}"], [effects.Close(n)]),
         lambda n: [f"Connection {n} is not open"]),
-    "conn_max": setting("conn_max", "count", 1, CONN_LIMIT, effect=lambda n: ("conn_max", n),
+    "conn_max": setting("conn_max", "count", 1, CONN_LIMIT, effect=lambda n: effects.ConnMax(n),
                         usage="conn_max [N]"),
     "connection": conn_command(lambda n, conn: (stats.connection_lines(n, conn), []),
                                stats.empty_connection_lines),
     "control": cmd_control,
     "control_acl": setting("control_acl", "ACL number", 0, aclmod.ACLS_MAX - 1,
                            usage="control_acl [N]"),
-    "debug": setting("debug", "level", 0, 100, effect=lambda n: ("debug", n), usage="debug [N]"),
+    "debug": setting("debug", "level", 0, 100, effect=lambda n: effects.Debug(n), usage="debug [N]"),
     "delayed_forward": obsolete,
     "dsr_if": cmd_dsr("dsr_if"),
     "dsr_ip": cmd_dsr("dsr_ip"),
@@ -912,14 +894,14 @@ HANDLERS = {
     "ssl_allow_expired": flag("ssl_allow_expired"),
     "ssl_ciphers": cmd_ssl_ciphers,
     "ssl_client_renegotiation_interval": setting(
-        "ssl_client_renegotiation_interval", "seconds", effect=lambda n: ("tls",),
+        "ssl_client_renegotiation_interval", "seconds", effect=lambda n: effects.Tls(),
         usage="ssl_client_renegotiation_interval [SECONDS]"),
     "ssl_key_password_file": text_setting("ssl_key_password_file", "FILE",
-                                          effect=("tls",), required=True, query=False),
+                                          effect=effects.Tls(), required=True, query=False),
     "ssl_info": cmd_ssl_info,
     "ssl_ocsp_response": cmd_ssl_ocsp_response,
     "ssl_option": cmd_ssl_option,
-    "ssl_sni_path": text_setting("ssl_sni_path", "DIR", effect=("tls",),
+    "ssl_sni_path": text_setting("ssl_sni_path", "DIR", effect=effects.Tls(),
                                  required=True, query=False),
     "status": cmd_status,
     "tarpit_acl": setting("tarpit_acl", "ACL number", -1, aclmod.ACLS_MAX - 1,
@@ -943,19 +925,19 @@ NO_HANDLERS = {
     "dsr_if": clear("dsr_if"),
     "dsr_ip": clear("dsr_ip"),
     "geoip_db": cmd_no_geoip_db,
-    "log": clear("logfile", ("log", None)),
-    "source": clear("source", ("source", None)),
+    "log": clear("logfile", effects.Log(None)),
+    "source": clear("source", effects.Source(None)),
     "ssl_allow_expired": flag("ssl_allow_expired", False),
     "web_stats": clear("webfile"),
 }
 NO_HANDLERS.update({name: flag(name, False) for name in FLAGS})
 NO_HANDLERS.update({name: no_algorithm(name) for name in ALGORITHMS})
-NO_HANDLERS.update({"trafficlog": clear("trafficlog", ("dumps",)),       # issue 11
-                    "throughputlog": clear("throughputlog", ("dumps",))})
+NO_HANDLERS.update({"trafficlog": clear("trafficlog", effects.Dumps()),       # issue 11
+                    "throughputlog": clear("throughputlog", effects.Dumps())})
 
 
 # --- admin web listener (pen/admin.py) ------------------------------------------------------
-# Effect ("admin", ListenAddr or None): open the admin listener there (the
+# Effect Admin(ListenAddr or None): open the admin listener there (the
 # App sets settings.admin_listen once it is bound) or close it.  The password
 # file is read and checked here, so a bad one changes nothing.
 
@@ -969,7 +951,7 @@ def cmd_admin_listen(word, args, state):
         addr = parse_listen(args[0])
     except ConfigError as e:
         raise CommandError(f"admin_listen: {e}") from None
-    return Command(word, lambda state, now, wall: ([], [("admin", addr)]))
+    return Command(word, lambda state, now, wall: ([], [effects.Admin(addr)]))
 
 
 def cmd_admin_password_file(word, args, state):
@@ -1012,7 +994,7 @@ HANDLERS.update({
     "admin_password_file": cmd_admin_password_file,
 })
 NO_HANDLERS.update({
-    "admin_listen": clear("admin_listen", ("admin", None)),
+    "admin_listen": clear("admin_listen", effects.Admin(None)),
     "admin_password_file": cmd_no_admin_password_file,
 })
 # --- end admin web listener -----------------------------------------------------------------
@@ -1208,7 +1190,7 @@ def cmd_sticky_cookie(word, args, state):
 
     def run(state, now, wall):
         state.settings.sticky_cookie = name
-        return [], [("stages",)]      # the first-head stage reads the cookie
+        return [], [effects.Stages()]      # the first-head stage reads the cookie
     return Command(word, run)
 
 
@@ -1248,7 +1230,7 @@ def cmd_server_http(word, args, state, _other=HANDLERS["server"]):
 
 HANDLERS.update({"header": cmd_header, "sticky_cookie": cmd_sticky_cookie,
                  "server": cmd_server_http})
-NO_HANDLERS.update({"header": cmd_no_header, "sticky_cookie": clear("sticky_cookie", ("stages",))})
+NO_HANDLERS.update({"header": cmd_no_header, "sticky_cookie": clear("sticky_cookie", effects.Stages())})
 SUMMARIES.update({
     "header": 'header [add|append|set|delete server|client "Name: value"]: list the '
               "HTTP header rules, or add one (%r %t %T %v expand)",
@@ -1329,8 +1311,8 @@ SUMMARIES.update({
 
 
 # --- issue 14: PROXY in, graceful stop, per-client limits (pen/stages.py, pen/service.py) ----
-# Effects: ("stages",) the pre-dispatch stages to run changed (accept_proxy,
-# client_timeout); ("shutdown", seconds) stop accepting and drain.
+# Effects: Stages() the pre-dispatch stages to run changed (accept_proxy,
+# client_timeout); Shutdown(seconds) stop accepting and drain.
 SHUTDOWN_DEFAULT = 30
 
 
@@ -1340,7 +1322,7 @@ def cmd_shutdown(word, args, state):
 
     def run(state, now, wall):
         if state.settings.exit_enabled:
-            return [], [("shutdown", seconds)]
+            return [], [effects.Shutdown(seconds)]
         return ["Shutdown is not enabled; restart with -X flag"], []
     return Command(word, run)
 
@@ -1379,7 +1361,7 @@ def _stages_flag(field, value):
 
         def run(state, now, wall):
             setattr(state.settings, field, value)
-            return [], [("stages",)]
+            return [], [effects.Stages()]
         return Command(word, run)
     return handler
 
@@ -1393,7 +1375,7 @@ HANDLERS.update({
                                usage="client_conn_max [N] (0: no limit)"),
     "client_rate": cmd_client_rate,
     "client_timeout": setting("client_timeout", "seconds", 0, 3600,
-                              effect=lambda n: ("stages",),
+                              effect=lambda n: effects.Stages(),
                               usage="client_timeout [SECONDS] (0: off)"),
 })
 NO_HANDLERS["accept_proxy"] = _stages_flag("accept_proxy", False)

@@ -13,6 +13,7 @@ import os
 import time
 
 from . import commands, stats
+from .effects import Include
 from . import health, hooks   # issue 10
 from .state import Settings   # issue 10: its defaults
 from .state import CLIENTS_MAX, CONN_MAX
@@ -43,7 +44,7 @@ def run_lines(state, lines, now=None, wall=None, opener=None, base=None, _stack=
         out, line_effects = commands.apply(state, cmd, now, wall)
         replies.extend(out)
         for effect in line_effects:
-            if effect[0] != "include":
+            if not isinstance(effect, Include):
                 effects.append(effect)
                 continue
             target = effect[1]

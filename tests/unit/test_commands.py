@@ -564,3 +564,14 @@ def test_apply_of_none_and_split():
     assert apply(make_state(), None) == ([], [])
     assert commands.split("blacklist 5\r\nmode\n") == ["blacklist", "5"]
     assert commands.split("  a\tb  #c d") == ["a", "b"]
+
+
+def test_effects_are_small_named_types(state):
+    from pen import effects
+    _, out = run(state, "write /tmp/x.cfg")
+    assert out == [effects.Write("/tmp/x.cfg")] and type(out[0]) is effects.Write
+    assert out[0].name == "write" and out[0].args == ("/tmp/x.cfg",)
+    assert repr(out[0]) == "Write('/tmp/x.cfg',)"
+    assert effects.Close(7) == ("close", 7)          # still the tuple underneath
+    _, out = run(state, "no log")
+    assert type(out[0]) is effects.Log and out[0].args == (None,)
