@@ -102,7 +102,6 @@ class App:
     pools = _service_attr("pools")
     conn_log = _service_attr("conn_log")
     tls_context = _service_attr("tls_context")
-    conn_class = _service_attr("conn_class")
 
     def __init__(self, state, reactor):
         self.state = state

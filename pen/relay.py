@@ -389,10 +389,8 @@ class Conn:
                  "client_ip", "client_port", "target", "index", "tried", "phase",
                  "timer", "c2s", "s2c", "cmask", "smask", "on_client", "on_server",
                  "started", "entry", "first", "first_line", "http", "seen",
-                 "idle_since", "stages", "stage", "preread", "facts")
-
-    new_pump = Pump      # TlsConn hands its pumps the TLS link instead
-    plain = True         # both sides are sockets: the lean handlers and twins apply
+                 "idle_since", "stages", "stage", "preread", "facts", "tls", "plain",
+                 "kicking")
 
     def __init__(self, conn_id, owner, client, client_addr, client_ip, client_port):
         self.id = conn_id
@@ -423,6 +421,23 @@ class Conn:
         self.stage = None        # the one running
         self.preread = None      # client bytes a stage read: sent to the server first
         self.facts = None        # what stages learnt (dict), or None
+        self.tls = None          # tlsrelay.TlsLink when the client speaks TLS
+        self.plain = True        # both sides are sockets: the lean handlers and twins apply
+        self.kicking = False     # a read is due on the next loop turn (TLS)
+
+    def attach_tls(self, link):
+        """The client speaks TLS through `link` (tlsrelay.TlsLink): the
+        pumps read and write the link, and the general handlers apply."""
+        self.tls = link
+        self.plain = False
+
+    def new_pump(self, src, dst, pools, splice, filter=None, dump=None):
+        tls = self.tls
+        if tls is None:
+            return Pump(src, dst, pools, splice, filter, dump)
+        if src is self.client:
+            return tls.read_pump(dst, pools, filter, dump)
+        return tls.write_pump(src, pools, filter, dump)
 
     # --- phase bookkeeping ---------------------------------------------------------
     def _enter(self, phase):
@@ -591,7 +606,7 @@ class Conn:
             c2s.filter = FirstLine(self)
         self.s2c = self.new_pump(self.server, self.client, pools, splice, response, dump_s)
         if self.plain:
-            # Plain pumps (TlsConn keeps its own handlers, and its pumps shut
+            # Plain pumps (TLS ones keep the general handlers, and shut
             # down with a close_notify: no twins).
             self.on_client, self.on_server = self._on_client_plain, self._on_server_plain
             c2s.twin, self.s2c.twin = self.s2c, c2s
@@ -624,6 +639,8 @@ class Conn:
                 self._error("server", e)
                 return
             self._update()
+        elif self.tls is not None and self.phase is RELAYING:
+            self._update()             # handshake leftovers: ciphertext, early data
 
     # --- events ---------------------------------------------------------------------
     # The plain handlers take the usual event -- one side sent something
@@ -705,6 +722,13 @@ class Conn:
         """Recompute both event masks from the pumps; touch the selector only
         on change.  Close when both directions are finished."""
         c2s, s2c = self.c2s, self.s2c
+        tls = self.tls
+        if tls is not None and s2c.eof and not s2c.shut and not s2c.pending:
+            try:
+                s2c._shutdown_dst()      # close_notify waited for a record to be read
+            except OSError as e:
+                self._error("client", e)
+                return
         if c2s.eof or s2c.eof:
             if c2s.shut and s2c.shut or self._fast_close():
                 self.close()
@@ -717,6 +741,23 @@ class Conn:
         if smask != self.smask:
             self._set_mask(self.server, self.smask, smask, self.on_server)
             self.smask = smask
+        if (tls is not None and tls.more and self.phase is RELAYING
+                and not (c2s.pending or c2s.eof)):
+            self._kick()
+
+    def _kick(self):
+        """Read again on the next loop turn: epoll cannot see the plaintext
+        that is already inside the TLS link's BIO or SSL object."""
+        if not self.kicking:
+            self.kicking = True
+            self.reactor.call_later(0, self._kicked)
+
+    def _kicked(self):
+        self.kicking = False
+        # The pump may have read (and now hold) in between: never read then.
+        c2s = self.c2s
+        if self.phase is RELAYING and not (c2s.pending or c2s.eof):
+            self._on_client_event(EVENT_READ)
 
     def _fast_close(self):
         """pen's tcp_fastclose: once the named side (up: the server, down:

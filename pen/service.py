@@ -27,6 +27,7 @@ from .rewrite import http_mode
 from .listen import bind_listener
 from .loop import EVENT_READ
 from .relay import HAVE_SPLICE, Conn, Dummy, Pools
+from .tlsrelay import TlsLink
 
 log = logging.getLogger("pen")
 
@@ -62,7 +63,6 @@ class Service:
         self.dumps = None           # traffic dumps (pen/dumps.py), or None
         self.source_ip = None
         self.tls_context = None
-        self.conn_class = Conn      # tlsrelay.TlsConn when terminating TLS
         self.stages = ()            # factories of pre-dispatch stages (pen/stages.py)
         self.stage_factories = {}   # STAGE_ORDER name -> factory
         self.next_id = 0
@@ -280,7 +280,9 @@ class Service:
         else:
             ip, port = "", 0  # Unix socket client
         conn_id = self.free_ids.pop() if self.free_ids else self._new_id()
-        conn = self.conn_class(conn_id, self, sock, addr, ip, port)
+        conn = Conn(conn_id, self, sock, addr, ip, port)
+        if self.tls_context is not None:
+            conn.attach_tls(TlsLink(self.tls_context, sock, self.pools))
         state.conns[conn.id] = conn
         self.active += 1
         conn.start(self.stages)

@@ -1,9 +1,11 @@
 """TLS termination on the data path: a TLS client connection relayed to a
 plain backend, on the same Reactor as everything else.
 
-The plain-TCP path does not change: App makes a TlsConn instead of a Conn
-when a TLS context is in use (`enable`), and a TlsConn hands its Pumps the
-client's TlsLink instead of the socket (Conn.new_pump).
+TLS is composed into the connection: while a TLS context is in use
+(`enable`) the Service attaches a TlsLink to each new Conn
+(Conn.attach_tls), whose pumps then read and write the link instead of
+the socket (TlsLink.read_pump / write_pump); the plain-TCP path does not
+change.
 
 Why memory BIOs rather than an SSLSocket: to half-close towards the client
 (the backend sent EOF while the client is still sending) pen must send
@@ -33,7 +35,7 @@ import ssl
 
 from .errors import ConfigError
 from .loop import EVENT_READ, EVENT_WRITE
-from .relay import RELAYING, SOFT_ERRORS, Conn, Pump
+from .relay import SOFT_ERRORS, Pump
 from .stages import Stage
 
 log = logging.getLogger("pen")
@@ -200,6 +202,14 @@ class TlsLink:
         self.notified = True
         return True
 
+    def read_pump(self, dst, pools, filter=None, dump=None):
+        """The client -> server pump of a Conn whose client is this link."""
+        return TlsReadPump(self, dst, pools, False, filter, dump)
+
+    def write_pump(self, src, pools, filter=None, dump=None):
+        """The server -> client pump."""
+        return TlsWritePump(src, self, pools, False, filter, dump)
+
     def fin(self):
         try:
             self.sock.shutdown(socket.SHUT_WR)
@@ -212,8 +222,7 @@ class TlsLink:
 
 class TlsReadPump(Pump):
     """Client (TLS) -> server (plain): Pump.pull reading the TlsLink, which
-    behaves like a socket.  Never splices (FirstLine may try to switch it
-    on; TlsConn installs that filter itself)."""
+    behaves like a socket.  Never splices (can_splice)."""
 
     __slots__ = ()
 
@@ -257,7 +266,7 @@ class TlsWritePump(Pump):
 
     def _shutdown_dst(self):
         # close_notify after everything before it, then the TCP FIN.  When a
-        # record is half read, TlsConn._update tries again after the read.
+        # record is half read, Conn._update tries again after the read.
         link = self.dst
         if link.close_notify():
             if link.flush():
@@ -324,67 +333,13 @@ class TlsHandshake(Stage):
         conn.stage_done()
 
 
-class TlsConn(Conn):
-    """A Conn whose client speaks TLS: its pumps read and write the TlsLink
-    (Conn.new_pump), its handlers read again when plaintext waits inside
-    the link (`_kick`)."""
-
-    __slots__ = ("tls", "kicking")
-
-    plain = False
-
-    def __init__(self, conn_id, owner, client, client_addr, client_ip, client_port):
-        super().__init__(conn_id, owner, client, client_addr, client_ip, client_port)
-        self.tls = TlsLink(owner.tls_context, client, owner.pools)
-        self.kicking = False
-
-    def new_pump(self, src, dst, pools, splice, filter=None, dump=None):
-        if src is self.client:
-            return TlsReadPump(self.tls, dst, pools, splice, filter, dump)
-        return TlsWritePump(src, self.tls, pools, splice, filter, dump)
-
-    def _connected(self):
-        super()._connected()
-        if self.phase is RELAYING:
-            self._update()               # handshake leftovers: ciphertext, early data
-
-    # --- relaying -------------------------------------------------------------------
-    def _update(self):
-        c2s, s2c = self.c2s, self.s2c
-        if s2c.eof and not s2c.shut and not s2c.pending:
-            try:
-                s2c._shutdown_dst()      # close_notify waited for a record to be read
-            except OSError as e:
-                self._error("client", e)
-                return
-        Conn._update(self)
-        if self.tls.more and self.phase is RELAYING and not (c2s.pending or c2s.eof):
-            self._kick()
-
-    def _kick(self):
-        """Read again on the next loop turn: epoll cannot see the plaintext
-        that is already inside the BIO or the SSL object."""
-        if not self.kicking:
-            self.kicking = True
-            self.reactor.call_later(0, self._kicked)
-
-    def _kicked(self):
-        self.kicking = False
-        # The pump may have read (and now hold) in between: never read then.
-        c2s = self.c2s
-        if self.phase is RELAYING and not (c2s.pending or c2s.eof):
-            Conn._on_client_event(self, EVENT_READ)
-
-
-
 # --- wiring into the daemon ------------------------------------------------------------
 
 def enable(app, ctx):
-    """Terminate TLS on `app`'s listener with `ctx` (None: plain TCP): TLS
-    connections, and the handshake among the service's stages."""
+    """Terminate TLS on `app`'s listener with `ctx` (None: plain TCP): new
+    Conns get a TlsLink, and the handshake is among the service's stages."""
     service = app.service
     service.tls_context = ctx
-    service.conn_class = TlsConn if ctx is not None else Conn
     service.set_stage("tls", TlsHandshake if ctx is not None else None)
 
 
