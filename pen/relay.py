@@ -481,15 +481,19 @@ class Conn:
         else.  The client socket is unregistered for the next one."""
         if leftover:
             self.preread = (self.preread or b"") + bytes(leftover)
+        self._unwatch_client()
+        if self.phase is CLOSED:
+            return
+        self.next_stage()
+
+    def _unwatch_client(self):
+        """The client socket out of the selector, the stage's timer off."""
         if self.cmask:
             self.reactor.unregister(self.client)
             self.cmask = 0
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.phase is CLOSED:
-            return
-        self.next_stage()
 
     def learn(self, key, value):
         """A stage's finding (the PROXY header's client, ...)."""
@@ -836,12 +840,7 @@ class Conn:
             return
         self._enter(CLOSED)
         self._unlink()
-        if self.cmask:
-            self.reactor.unregister(self.client)
-            self.cmask = 0
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._unwatch_client()
         self.client.close()
         self.stage = None
         self.owner.closed(self)

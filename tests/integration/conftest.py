@@ -138,6 +138,44 @@ class Backend:
         self.thread.join(2)
 
 
+class ThreadedServer:
+    """A TCP listener on 127.0.0.1 whose connections each get a thread
+    running `handle(conn)` (subclasses write it); close() stops it."""
+
+    def __init__(self, port=0):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.spec = f"127.0.0.1:{self.port}"
+        self.conns = []
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.conns.append(conn)
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn):
+        raise NotImplementedError
+
+    def close(self):
+        self.stopped.set()
+        self.sock.close()
+        for conn in self.conns:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
 class UdpBackend:
     """Answers each datagram with `name:` + the datagram."""
 

@@ -5,37 +5,17 @@ fd limit that 4 fds per connection would not fit."""
 
 import resource
 import socket
-import threading
 
-from conftest import Pen, free_port, wait_until
+from conftest import Pen, ThreadedServer, free_port, wait_until
 
 CLIENTS = 50
 LIMIT = 160       # 50 x 4 fds (sockets + a pipe) would not fit; 50 x 2 does
 
 
-class Firehose:
+class Firehose(ThreadedServer):
     """Sends data to every connection until it is closed."""
 
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stopped = threading.Event()
-        self.conns = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.conns.append(conn)
-            threading.Thread(target=self._pour, args=(conn,), daemon=True).start()
-
-    def _pour(self, conn):
+    def handle(self, conn):
         conn.settimeout(30)
         chunk = b"x" * 65536
         try:
@@ -43,12 +23,6 @@ class Firehose:
                 conn.sendall(chunk)
         except OSError:
             pass
-
-    def close(self):
-        self.stopped.set()
-        self.sock.close()
-        for conn in self.conns:
-            conn.close()
 
 
 def _limit():

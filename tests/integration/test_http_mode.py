@@ -5,17 +5,16 @@ HTTP, with a real HTTP backend the test runs."""
 import shutil
 import socket
 import subprocess
-import threading
 
 import pytest
 
-from conftest import TIMEOUT, connect, free_port, listening, wait_until
+from conftest import TIMEOUT, ThreadedServer, connect, free_port, listening, wait_until
 from test_control import ME, ask
 
 CURL = shutil.which("curl")
 
 
-class HttpBackend:
+class HttpBackend(ThreadedServer):
     """Answers each request with a 200 whose body is the request head it
     received (so the test sees what pen forwarded); /big answers a chunked
     body of `big` bytes; /upgrade answers 101 and then echoes raw bytes."""
@@ -23,26 +22,9 @@ class HttpBackend:
     def __init__(self, name="A", big=0, extra=b""):
         self.name, self.big, self.extra = name.encode(), big, extra
         self.heads = []
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.spec = f"127.0.0.1:{self.port}"
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self):
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn):
+    def handle(self, conn):
         conn.settimeout(10)
         buf = b""
         try:
@@ -80,11 +62,6 @@ class HttpBackend:
             pass
         finally:
             conn.close()
-
-    def close(self):
-        self.stopped.set()
-        self.sock.close()
-
 
 class Responses:
     """Reads Content-Length responses off one connection, in order."""
