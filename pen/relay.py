@@ -431,13 +431,6 @@ class Conn:
         self.tls = link
         self.plain = False
 
-    def new_pump(self, src, dst, pools, splice, filter=None, dump=None):
-        tls = self.tls
-        if tls is None:
-            return Pump(src, dst, pools, splice, filter, dump)
-        if src is self.client:
-            return tls.read_pump(dst, pools, filter, dump)
-        return tls.write_pump(src, pools, filter, dump)
 
     # --- phase bookkeeping ---------------------------------------------------------
     def _enter(self, phase):
@@ -604,11 +597,18 @@ class Conn:
         self.http, response, dump_c, dump_s, first_line = owner.pump_options(self)
         # The first client bytes go through a buffer when the log needs the
         # request line; after that the pump may splice.
-        c2s = self.c2s = self.new_pump(self.client, self.server, pools, splice, self.http, dump_c)
+        tls = self.tls
+        if tls is None:
+            c2s = self.c2s = Pump(self.client, self.server, pools, splice, self.http, dump_c)
+        else:
+            c2s = self.c2s = tls.read_pump(self.server, pools, self.http, dump_c)
         if first_line and c2s.filter is None:
             c2s.splice = False
             c2s.filter = FirstLine(self)
-        self.s2c = self.new_pump(self.server, self.client, pools, splice, response, dump_s)
+        if tls is None:
+            self.s2c = Pump(self.server, self.client, pools, splice, response, dump_s)
+        else:
+            self.s2c = tls.write_pump(self.server, pools, response, dump_s)
         if self.plain:
             # Plain pumps (TLS ones keep the general handlers, and shut
             # down with a close_notify: no twins).

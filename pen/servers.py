@@ -154,6 +154,8 @@ class Server:
             self.blacklisted_until = 0.0
             if self.in_service(now):
                 self.events.emit(CAME_UP, self, "connect succeeded", client)
+        elif self.blacklisted_until <= now:
+            self.blacklisted_until = 0.0      # expired: a clean server again
 
     def blacklist(self, now, seconds, operator=True, reason="operator"):
         """pen's timed blacklist; 0 seconds lifts it."""

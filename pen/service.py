@@ -39,6 +39,7 @@ EMFILE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # The pre-dispatch stages, in the order they run (pen/stages.py).
 STAGE_ORDER = ("first_byte", "proxy", "tls", "http")
 
+FIGURE_ALGORITHMS = ("bysize", "byduration")   # fed by each finished connection
 RATE_TABLE_MAX = 65536   # client addresses client_rate remembers (LRU)
 
 # admit()'s verdicts
@@ -482,7 +483,11 @@ class Service:
 
     def connected(self, conn):
         log.debug("conn %d: %s -> server %s", conn.id, conn.client_ip, conn.index)
-        conn.target.mark_ok(time.monotonic(), conn.client_ip)
+        target = conn.target
+        # A clean server with no on_success hook has nothing to record: skip
+        # the state machine's call (a few us per new connection).
+        if target.failures or target.blacklisted_until or target.extra or self.settings.on_success:
+            target.mark_ok(time.monotonic(), conn.client_ip)
         if not self.listening and self.backoff is None:
             self._resume()
 
@@ -496,7 +501,7 @@ class Service:
         if entry is not None and conn.c2s is not None:
             entry.sx += conn.s2c.total        # sent to the client, as pen counts
             entry.rx += conn.c2s.total        # received from it
-        if conn.c2s is not None:      # issue 11: feed bysize/byduration figures
+        if conn.c2s is not None and self.settings.algorithm in FIGURE_ALGORITHMS:
             balance.record_finished(state, conn.index, conn.c2s.total + conn.s2c.total,
                                     time.time() - conn.started)
         if self.conn_log is not None and conn.target is not None:
