@@ -346,6 +346,9 @@ class App:
             self.dumps.close()
         if self.control is not None:
             self.control.close()
+        if self.admin is not None:      # its Unix socket file goes too
+            self.admin.close()
+            self.admin = None
         if self.conn_log is not None:
             self.conn_log.release()
 

@@ -293,3 +293,14 @@ def test_a_dns_name_in_host_is_refused_without_a_login(farm):
     adm, ctl, port, bs = farm()
     reply = raw(adm, b"GET / HTTP/1.1\r\nHost: rebind.example:%d\r\n\r\n" % adm)
     assert reply.startswith(b"HTTP/1.1 403") and b"DNS rebinding" in reply
+
+
+def test_a_unix_admin_socket_is_removed_on_exit(tmp_path):
+    from conftest import Pen, free_port, wait_until
+    path = tmp_path / "admin.sock"
+    port = free_port()
+    p = Pen(["-o", f"admin_listen {path}", f"127.0.0.1:{port}", "127.0.0.1:9"], port=port)
+    assert wait_until(path.exists)
+    rc, err = p.stop()
+    assert rc == 0, err
+    assert not path.exists()
