@@ -255,33 +255,41 @@ class Bench:
             ports[kind] = proc.port
         order = [t for t in ("direct",) + TARGETS if t in ports]
         say("warming up:", ", ".join(order))
-        for target in order:
-            try:
-                load.wrk(self.wrk, ports[target], services.SMALL_FILE,
-                         args.warmup, 50, 2)
-            except load.LoadError as exc:
-                say(f"{target} warm-up: {exc}")
+        self.warm_up(order, ports)
         for name in TCP_SCENARIOS:
             if name not in args.scenario_list:
                 continue
             if name == "latency":
                 self.run_latency(ports, procs)
                 continue
-            for rnd in range(args.rounds):
-                shift = rnd % len(order)
-                for target in order[shift:] + order[:shift]:
-                    if target != "direct" and not procs[target].alive():
-                        self.fail(name, target, "balancer died: "
-                                  + procs[target].output_tail(3))
-                        continue
-                    if self.is_failed(name, target):
-                        continue
-                    try:
-                        run = self.wrk_run(name, ports[target])
-                    except load.LoadError as exc:
-                        self.fail(name, target, str(exc))
-                        continue
-                    self.record(name, target, run, rnd)
+            self.rounds(name, order, ports, procs)
+
+    def warm_up(self, order, ports, label="warm-up"):
+        for target in order:
+            try:
+                load.wrk(self.wrk, ports[target], services.SMALL_FILE,
+                         self.args.warmup, 50, 2)
+            except load.LoadError as exc:
+                say(f"{target} {label}: {exc}")
+
+    def rounds(self, name, order, ports, procs):
+        """args.rounds measurements of scenario `name`, the targets taking
+        turns (each round starts one further along), recorded."""
+        for rnd in range(self.args.rounds):
+            shift = rnd % max(1, len(order))
+            for target in order[shift:] + order[:shift]:
+                if target != "direct" and not procs[target].alive():
+                    self.fail(name, target, "balancer died: "
+                              + procs[target].output_tail(3))
+                    continue
+                if self.is_failed(name, target):
+                    continue
+                try:
+                    run = self.wrk_run(name, ports[target])
+                except load.LoadError as exc:
+                    self.fail(name, target, str(exc))
+                    continue
+                self.record(name, target, run, rnd)
 
     def run_http(self, backends):
         """HTTP mode, kept-alive (wrk -c50): each balancer started with the
@@ -301,28 +309,8 @@ class Bench:
                     continue
                 procs[kind], ports[kind] = proc, proc.port
             order = [t for t in TARGETS if t in ports]
-            for target in order:
-                try:
-                    load.wrk(self.wrk, ports[target], services.SMALL_FILE,
-                             args.warmup, 50, 2)
-                except load.LoadError as exc:
-                    say(f"{target} {name} warm-up: {exc}")
-            for rnd in range(args.rounds):
-                shift = rnd % max(1, len(order))
-                for target in order[shift:] + order[:shift]:
-                    if not procs[target].alive():
-                        self.fail(name, target, "balancer died: "
-                                  + procs[target].output_tail(3))
-                        continue
-                    if self.is_failed(name, target):
-                        continue
-                    try:
-                        run = load.wrk(self.wrk, ports[target], services.SMALL_FILE,
-                                       args.duration, 50, 2)
-                    except load.LoadError as exc:
-                        self.fail(name, target, str(exc))
-                        continue
-                    self.record(name, target, run, rnd)
+            self.warm_up(order, ports, f"{name} warm-up")
+            self.rounds(name, order, ports, procs)
             for proc in procs.values():
                 proc.stop()
 
@@ -339,6 +327,8 @@ class Bench:
                             close=True)
         if name == "bulk":
             return load.wrk(self.wrk, port, services.BIG_FILE, d, 4, 2)
+        if name in HTTP_SCENARIOS:      # kept-alive, the balancer in HTTP mode
+            return load.wrk(self.wrk, port, services.SMALL_FILE, d, 50, 2)
         raise ValueError(name)
 
     def record(self, name, target, run, rnd):
