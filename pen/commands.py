@@ -1031,28 +1031,25 @@ def cmd_check(word, args, state):
     return Command(word, run)
 
 
-def cmd_check_interval(word, args, state):
-    arity(word, args, 1, "check_interval [SECONDS]")
-    value = health.parse_interval(word, args[0]) if args else None
+def seconds_setting(field, example=None):
+    """`word [SECONDS]` for a fractional seconds setting (health.parse_interval);
+    with `example`, 0 is refused (the value must be more than 0)."""
+    def handler(word, args, state):
+        arity(word, args, 1, f"{word} [SECONDS]")
+        value = health.parse_interval(word, args[0]) if args else None
+        if example is not None and value == 0:
+            raise CommandError(f"{word}: seconds must be more than 0 (like {example})")
 
-    def run(state, now, wall):
-        if value is not None:
-            state.settings.check_interval = value
-        return [str(state.settings.check_interval)], []
-    return Command(word, run)
+        def run(state, now, wall):
+            if value is not None:
+                setattr(state.settings, field, value)
+            return [str(getattr(state.settings, field))], []
+        return Command(word, run)
+    return handler
 
 
-def cmd_hook_timeout(word, args, state):
-    arity(word, args, 1, "hook_timeout [SECONDS]")
-    value = health.parse_interval(word, args[0]) if args else None
-    if value == 0:
-        raise CommandError(f"{word}: seconds must be more than 0 (like hook_timeout 30)")
-
-    def run(state, now, wall):
-        if value is not None:
-            state.settings.hook_timeout = value
-        return [str(state.settings.hook_timeout)], []
-    return Command(word, run)
+cmd_check_interval = seconds_setting("check_interval")
+cmd_hook_timeout = seconds_setting("hook_timeout", example="hook_timeout 30")
 
 
 def cmd_hook(word, args, state):
