@@ -30,7 +30,6 @@ I/O classes are at the bottom.
 
 import base64
 import collections
-import errno
 import hashlib
 import hmac
 import html
@@ -46,11 +45,10 @@ from concurrent.futures import ThreadPoolExecutor   # at the top: nothing import
 
 from . import commands, stats
 from .anchor import Anchored
-from .control import (ACCEPT_BACKOFF, CLIENT_TIMEOUT, READING, WRITING, ControlClient,
-                      ControlServer)
+from .control import CLIENT_TIMEOUT, READING, WRITING, ControlClient, ControlServer
 from .errors import ConfigError, PenError
 from .listen import bind_listener
-from .loop import EVENT_READ, EVENT_WRITE
+from .loop import EVENT_READ
 
 log = logging.getLogger("pen")
 
@@ -58,7 +56,6 @@ MAX_HEAD = 16 * 1024
 MAX_BODY = 4 * 1024
 MAX_CLIENTS = 32
 ACCEPT_BATCH = 16
-OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 RECV_SIZE = 16 * 1024
 BACKLOG = 32
 MAX_HEADERS = 100
@@ -572,7 +569,11 @@ class AuthWorker:
 
 class AdminServer(ControlServer):
     """The listening admin socket and its clients (the control socket's
-    listener: its resume and close are reused)."""
+    listener: its accept loop, resume and close are reused)."""
+
+    name = "admin"
+    max_clients = MAX_CLIENTS
+    accept_batch = ACCEPT_BATCH
 
     def __init__(self, reactor, state, addr, run_effects, opened=None):
         self.reactor = reactor
@@ -587,27 +588,7 @@ class AdminServer(ControlServer):
         self.sock, self.anchor = opened if opened is not None else open_socket(addr)
         reactor.register(self.sock, EVENT_READ, self.on_readable)
 
-    def on_readable(self, mask):
-        for _ in range(ACCEPT_BATCH):
-            try:
-                sock, peer = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.debug("admin: accept failed: %s", e)
-                if e.errno in OUT_OF_FDS:
-                    self.reactor.unregister(self.sock)
-                    self.reactor.call_later(ACCEPT_BACKOFF, self._resume)
-                    return
-                continue
-            self.accepted(sock, peer[0] if isinstance(peer, tuple) else "")
-
     def accepted(self, sock, ip):
-        if len(self.clients) >= MAX_CLIENTS:
-            log.debug("admin: too many admin connections; closing one from %s", ip)
-            sock.close()
-            return
-        sock.setblocking(False)
         client = AdminClient(self, sock, ip)
         self.clients.add(client)
         n = self.state.settings.admin_acl

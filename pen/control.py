@@ -41,6 +41,7 @@ ACCEPT_BATCH = 128        # accepts per wakeup: a burst drains in a few turns
 RECV_SIZE = 4096
 BACKLOG = 500             # as the data listener's (-q): a burst of connects fits
 ACCEPT_BACKOFF = 0.1       # seconds the listener rests when out of fds
+OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 ROOT_REFUSAL = ("Won't open control port running as root; "
                 "use -u to run as different user (-u root to insist)")
 
@@ -79,6 +80,10 @@ def adopt_socket(addr, fd):
 class ControlServer:
     """The listening control socket and the conversations on it."""
 
+    name = "control"
+    max_clients = MAX_CLIENTS
+    accept_batch = ACCEPT_BATCH
+
     def __init__(self, reactor, state, listen_addr, run, opened=None):
         if not isinstance(listen_addr, ListenAddr):
             listen_addr = parse_listen(str(listen_addr))
@@ -91,34 +96,38 @@ class ControlServer:
         reactor.register(self.sock, EVENT_READ, self.on_readable)
 
     def on_readable(self, mask):
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(self.accept_batch):
             try:
                 sock, peer = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                log.debug("control: accept failed: %s", e)
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log.debug("%s: accept failed: %s", self.name, e)
+                if e.errno in OUT_OF_FDS:
                     # Level-triggered: returning would wake us again at
-                    # once.  Rest the control listener instead of spinning.
+                    # once.  Rest the listener instead of spinning.
                     self.reactor.unregister(self.sock)
                     self.reactor.call_later(ACCEPT_BACKOFF, self._resume)
                     return
                 continue
             ip = peer[0] if isinstance(peer, tuple) else ""
-            if len(self.clients) >= MAX_CLIENTS:
-                log.debug("control: too many control connections; closing one from %s", ip)
+            if len(self.clients) >= self.max_clients:
+                log.debug("%s: too many %s connections; closing one from %s",
+                          self.name, self.name, ip)
                 sock.close()
                 continue
             sock.setblocking(False)
-            client = ControlClient(self, sock, ip)
-            self.clients.add(client)
-            st = self.state.settings
-            if not self.state.acls.match(st.control_acl, ip):
-                log.info("control: connection from %s refused by control_acl %d",
-                         ip, st.control_acl)
-                client.reply([f"control: access from {ip} denied by control_acl "
-                              f"{st.control_acl}"])
+            self.accepted(sock, ip)
+
+    def accepted(self, sock, ip):
+        client = ControlClient(self, sock, ip)
+        self.clients.add(client)
+        st = self.state.settings
+        if not self.state.acls.match(st.control_acl, ip):
+            log.info("control: connection from %s refused by control_acl %d",
+                     ip, st.control_acl)
+            client.reply([f"control: access from {ip} denied by control_acl "
+                          f"{st.control_acl}"])
 
     def _resume(self):
         if self.sock is not None:
