@@ -17,6 +17,7 @@ import time
 import pytest
 
 TIMEOUT = 5.0
+STARTUP_TIMEOUT = 20.0     # a loaded machine can take seconds to import and bind
 REFERENCE_PEN = "/usr/bin/pen"
 
 
@@ -233,10 +234,11 @@ class Pen:
             if self.unix:
                 return os.path.exists(self.unix)
             return listening(self.port, self.udp)
-        wait_until(ready)
+        up = wait_until(ready, timeout=STARTUP_TIMEOUT)
         if self.proc.poll() is not None:
             out, err = self.proc.communicate(timeout=TIMEOUT)
             raise AssertionError(f"pen exited {self.proc.returncode}: {err.decode()}")
+        assert up, f"pen did not listen on {self.unix or self.port} in {STARTUP_TIMEOUT}s"
 
     def stop(self, sig=signal.SIGTERM):
         """Stop by PID; returns (returncode, stderr text); keeps stdout."""
