@@ -19,7 +19,6 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -471,17 +470,9 @@ class Bench:
             proc.stop()
 
 
-def interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    # SIGTERM and SIGINT end the run through the finally blocks, which stop
-    # every child by PID (SIGINT too when started with it ignored, as `&`
-    # does in a script).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupt)
+    services.end_on_signals()
     ensure_tools(args)
     workdir = services.workdir()
     bench = Bench(args, workdir)

@@ -33,6 +33,18 @@ class StartError(RuntimeError):
     """A process did not come up; the message carries its output."""
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def end_on_signals():
+    """SIGTERM and SIGINT end a run through its finally blocks, which stop
+    every child by PID (SIGINT too when started with it ignored, as `&`
+    does in a script)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def find_tool(name, *fallbacks):
     """Absolute path of a program, also looking in the sbin directories."""
     found = shutil.which(name)
