@@ -117,6 +117,17 @@ def _on(word, on):
     return word if on else f"no {word}"
 
 
+def word(text):
+    """A value as one command word: as it is when it splits as one (pen's
+    lines stay pen's), else quoted as commands.split() reads it back (a
+    path with a blank, a quote, or a leading '#').  None (unset) gives ""."""
+    if not text:
+        return ""
+    if not text.startswith("#") and text.split() == [text] and '"' not in text:
+        return text
+    return hooks.quote(text)
+
+
 def dump(state, path=None, wall=None):
     """The lines `write` emits: pen's layout, then what pen forgets."""
     st = state.settings
@@ -131,7 +142,7 @@ def dump(state, path=None, wall=None):
               f"debug {st.debug}",
               _on("hash", st.hash),
               _on("http", st.http),
-              f"log {st.logfile}" if st.logfile else "no log",
+              f"log {word(st.logfile)}" if st.logfile else "no log",
               _on("roundrobin", st.roundrobin)]
     for i, s in enumerate(state.servers):
         # pen writes weight and prio only in -W / prio mode, so a round trip
@@ -145,7 +156,7 @@ def dump(state, path=None, wall=None):
               _on("tcp_nodelay", st.tcp_nodelay),
               f"timeout {timeout}",
               f"tracking {st.tracking}",
-              f"web_stats {st.webfile}" if st.webfile else "no web_stats",
+              f"web_stats {word(st.webfile)}" if st.webfile else "no web_stats",
               _on("weight", st.weight),
               _on("prio", st.prio)]
     # Settings pen 0.34.1 knows but does not write; only when not default.
@@ -168,15 +179,15 @@ def dump(state, path=None, wall=None):
         (st.ssl_ciphers, f"ssl_ciphers {st.ssl_ciphers}"),
         (st.ssl_client_renegotiation_interval != RENEGOTIATION_INTERVAL,
          f"ssl_client_renegotiation_interval {st.ssl_client_renegotiation_interval}"),
-        (st.ssl_sni_path, f"ssl_sni_path {st.ssl_sni_path}"),
-        (st.ssl_key_password_file, f"ssl_key_password_file {st.ssl_key_password_file}"),
+        (st.ssl_sni_path, f"ssl_sni_path {word(st.ssl_sni_path)}"),
+        (st.ssl_key_password_file, f"ssl_key_password_file {word(st.ssl_key_password_file)}"),
         (st.ssl_allow_expired, "ssl_allow_expired"),
     ]
     lines += [text for wanted, text in extra if wanted]
     lines += [f"ssl_option {option}" for option in st.ssl_options]
     # Our extensions (a reference pen would ignore these lines).
     if st.geoip_db:
-        lines.append(f"geoip_db {st.geoip_db}")
+        lines.append(f"geoip_db {word(st.geoip_db)}")
     if st.algorithm:
         lines.append(st.algorithm)
         if st.algorithm_over:                      # issue 11: bysize/byduration over N
@@ -184,9 +195,9 @@ def dump(state, path=None, wall=None):
     # --- issue 11: decay, dumps ---
     lines += [f"server {i} decay {f.decay}" for i, f in sorted(state.loads.items())
               if f.decay and i < len(state.servers)]
-    lines += [f"{word} {path}" for word, path in (("trafficlog", st.trafficlog),
+    lines += [f"{name} {word(path)}" for name, path in (("trafficlog", st.trafficlog),
                                                   ("throughputlog", st.throughputlog)) if path]
-    lines += [f"server {i} trafficlog {path}"
+    lines += [f"server {i} trafficlog {word(path)}"
               for i, path in sorted(st.server_trafficlogs.items()) if i < len(state.servers)]
     # --- end issue 11 ---
     # --- issue 12: HTTP mode header rules and sticky cookie ---
@@ -224,7 +235,7 @@ def dump(state, path=None, wall=None):
     if st.admin_acl:
         lines.append(f"admin_acl {st.admin_acl}")
     if st.admin_password_file:
-        lines.append(f"admin_password_file {st.admin_password_file}")
+        lines.append(f"admin_password_file {word(st.admin_password_file)}")
     lines += commands.proxy_protocol_dump(state)   # issue 14: PROXY protocol out
     lines += commands.client_limits_dump(state)    # issue 14: PROXY in, client limits
     lines += [f"server {i} disable" for i, s in enumerate(state.servers) if s.disabled]

@@ -575,3 +575,19 @@ def test_effects_are_small_named_types(state):
     assert effects.Close(7) == ("close", 7)          # still the tuple underneath
     _, out = run(state, "no log")
     assert type(out[0]) is effects.Log and out[0].args == (None,)
+
+
+def test_paths_with_blanks_and_quotes_survive_write(state, tmp_path):
+    odd = str(tmp_path / 'my logs/pen "x".log')
+    for line in (f'log "{odd.replace(chr(34), chr(92) + chr(34))}"',
+                 'trafficlog "/var/tmp/#dumps/t.log"', "web_stats /tmp/plain.html"):
+        assert not any(x.startswith(line.split()[0] + ":") for x in run(state, line)[0]), line
+    assert state.settings.logfile == odd
+    first = dump(state, "/x", WALL)
+    assert "web_stats /tmp/plain.html" in first          # a plain path stays as pen writes it
+    fresh = make_state()
+    for line in first:
+        run(fresh, line)
+    assert fresh.settings.logfile == odd
+    assert fresh.settings.trafficlog == "/var/tmp/#dumps/t.log"
+    assert dump(fresh, "/x", WALL) == first
