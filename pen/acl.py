@@ -20,12 +20,15 @@ built without GeoIP.
 """
 
 import ipaddress
+import re
 import socket
 
 from .errors import CommandError
 
 ACLS_MAX = 10
 V4_ALL = 0xFFFFFFFF
+NUMBER = re.compile(r"-?[0-9]+")
+PREFIX_LENGTH = re.compile(r"[0-9]{1,3}")
 
 
 class Rule:
@@ -87,11 +90,11 @@ class Acls:
 
 def check_number(word, text):
     """An ACL number 0..9 from `text`, or CommandError naming `word`."""
-    if not text.lstrip("-").isdigit() or not text.isascii():
+    if not NUMBER.fullmatch(text):
         raise CommandError(f"{word}: ACL number must be a whole number, got {text!r}")
+    if len(text) > 4 or not 0 <= int(text) < ACLS_MAX:     # int() of 5000 digits raises
+        raise CommandError(f"{word}: ACL number {text[:12]} out of range (0-{ACLS_MAX - 1})")
     n = int(text)
-    if not 0 <= n < ACLS_MAX:
-        raise CommandError(f"{word}: ACL number {n} out of range (0-{ACLS_MAX - 1})")
     return n
 
 
@@ -137,8 +140,8 @@ def parse_rule(words):
             raise CommandError(f"acl: bad IPv6 address {addr!r}") from None
         if length == "" and "/" not in target:
             length = "128"
-        if not (length.isascii() and length.isdigit()) or int(length) > 128:
-            raise CommandError(f"acl: IPv6 prefix length must be 0-128, got {length!r}")
+        if not PREFIX_LENGTH.fullmatch(length) or int(length) > 128:
+            raise CommandError(f"acl: IPv6 prefix length must be 0-128, got {length[:12]!r}")
         plen = int(length)
         mask = ((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)
         return Rule(permit, "ipv6", int(ip), mask)
@@ -147,8 +150,8 @@ def parse_rule(words):
             raise CommandError("acl: give either ADDRESS/LEN or ADDRESS MASK, not both")
         addr, _, length = target.partition("/")
         ip = _v4(addr, "address")
-        if not (length.isascii() and length.isdigit()) or int(length) > 32:
-            raise CommandError(f"acl: IPv4 prefix length must be 0-32, got {length!r}")
+        if not PREFIX_LENGTH.fullmatch(length) or int(length) > 32:
+            raise CommandError(f"acl: IPv4 prefix length must be 0-32, got {length[:12]!r}")
         mask = V4_ALL ^ ((1 << (32 - int(length))) - 1)
         return Rule(permit, "ipv4", ip, mask)
     if len(rest) > 1:

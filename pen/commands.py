@@ -42,6 +42,7 @@ from .balance import OVER_MAX
 from .servers import Server
 
 INT_MAX = 2 ** 31 - 1
+DIGITS_MAX = 20            # a longer number is out of every range
 SERVERS_MAX = 4096          # server indexes 0..4095
 ACL_RULES_MAX = 1000        # rules per ACL
 CLIENTS_LIMIT = 1 << 24     # clients_max ceiling
@@ -82,9 +83,11 @@ def number(word, text, lo=0, hi=INT_MAX, what="value"):
     """A whole number lo..hi from `text`, or CommandError naming `word`."""
     if not NUMBER_RE.fullmatch(text):
         raise CommandError(f"{word}: {what} must be a whole number, got {text!r}")
+    allowed = f"{lo} or more" if hi >= INT_MAX else f"{lo}-{hi}"
+    if len(text) > DIGITS_MAX:      # int() refuses past 4300 digits; no limit is near
+        raise CommandError(f"{word}: {what} {text[:DIGITS_MAX]}... out of range ({allowed})")
     n = int(text)
     if not lo <= n <= hi:
-        allowed = f"{lo} or more" if hi >= INT_MAX else f"{lo}-{hi}"
         raise CommandError(f"{word}: {what} {n} out of range ({allowed})")
     return n
 
@@ -456,10 +459,10 @@ def cmd_server(word, args, state):
     count = len(state.servers)
     if not NUMBER_RE.fullmatch(args[0]):
         raise CommandError(f"server: index must be a whole number, got {args[0]!r}")
-    idx = int(args[0])
-    if not 0 <= idx <= min(count, SERVERS_MAX - 1):
+    if len(args[0]) > DIGITS_MAX or not 0 <= int(args[0]) <= min(count, SERVERS_MAX - 1):
         extra = f"; {count} adds a new server" if count < SERVERS_MAX else ""
-        raise CommandError(f"server: index {idx} out of range (0-{count}{extra})")
+        raise CommandError(f"server: index {args[0][:DIGITS_MAX]} out of range (0-{count}{extra})")
+    idx = int(args[0])
     existing = state.servers[idx] if idx < count else None
     if existing is not None and len(args) > 1 and args[1] in SERVER_EXTRA:
         return server_extra(idx, args[1:], state)       # issue 11
