@@ -15,15 +15,14 @@ UNIX_PORT = 1             # the port pen shows for a Unix-socket server
 
 def parse_port(text, what="port"):
     """A port number 1-65535 or a service name from /etc/services."""
-    if text.isdigit():
-        port = int(text)
-        if 0 < port < 65536:
-            return port
-        raise ConfigError(f"{what} {text!r} out of range (expected 1-65535)")
+    if text.isascii() and text.isdigit():
+        if len(text) <= 5 and 0 < int(text) < 65536:      # int() of 5000 digits raises
+            return int(text)
+        raise ConfigError(f"{what} {text[:12]!r} out of range (expected 1-65535)")
     try:
         return socket.getservbyname(text)
-    except OSError:
-        raise ConfigError(f"{what} {text!r} is not a number or a known service name") from None
+    except (OSError, UnicodeError, ValueError):     # not a name, not ASCII, a NUL in it
+        raise ConfigError(f"{what} {text[:40]!r} is not a number or a known service name") from None
 
 
 def split_host(text):

@@ -81,7 +81,7 @@ def unescape(text, word="check"):
     while i < len(text):
         c = text[i]
         if c != "\\":
-            out += c.encode("utf-8")
+            out += c.encode("utf-8", "surrogateescape")   # the bytes a control line had
             i += 1
             continue
         m = ESCAPE_RE.match(text, i)
@@ -135,7 +135,8 @@ def parse_check(args, word="check"):
                                "have no blanks or control characters")
         codes = []
         for text in rest[1:]:
-            if not text.isdigit() or not 100 <= int(text) <= 599:
+            if not (text.isascii() and text.isdigit() and len(text) == 3) \
+                    or not 100 <= int(text) <= 599:
                 raise CommandError(f"{word}: http status code {text!r} is not a "
                                    "number 100-599")
             if int(text) not in codes:

@@ -6,6 +6,7 @@ from .addr import UNIX_PORT, is_unix_path, parse_port, resolve, split_host
 from .errors import ConfigError
 
 SPEC_FIELDS = ("port", "max", "hard", "weight", "prio")
+DIGITS_MAX = 18          # int() of a longer field only costs time (past 4300 digits it raises)
 
 
 UP, BLACKLISTED, DOWN, DISABLED, DRAINING = "up", "blacklisted", "down", "disabled", "draining"
@@ -229,7 +230,7 @@ def parse_backend(text, default_port, index=0, socktype=socket.SOCK_STREAM):
     for name, part in zip(SPEC_FIELDS, parts):
         if name == "port":
             values[name] = parse_port(part, f"backend {text!r}: port") if part else default_port
-        elif not part.isdigit():
+        elif not (part.isascii() and part.isdigit()) or len(part) > DIGITS_MAX:
             raise ConfigError(f"backend {text!r}: {name} {part!r} is not a "
                               "non-negative number")
         else:
