@@ -70,7 +70,10 @@ def load_config(path, state, now=None, wall=None, _stack=(), opener=None, replie
         return [], [f"{path}: includes nested more than {INCLUDE_DEPTH} deep"]
     try:
         with open(path, encoding="utf-8", errors="surrogateescape", opener=opener) as f:
-            lines = f.read().splitlines()
+            # Lines end at LF (and split() cuts at CR), as pen's fgets: not
+            # at \v, \f, \x1c-\x1e, \x85 or \u2028, where splitlines() would
+            # cut a comment or a quoted value and run the rest as a command.
+            lines = f.read().split("\n")
     except OSError as e:
         return [], [f"{path}: cannot read: {e.strerror or e}"]
     labelled = ((f"{path}:{n}", line) for n, line in enumerate(lines, 1))
