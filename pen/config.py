@@ -242,5 +242,6 @@ def dump(state, path=None, wall=None):
     lines += commands.proxy_protocol_dump(state)   # issue 14: PROXY protocol out
     lines += commands.client_limits_dump(state)    # issue 14: PROXY in, client limits
     lines += [f"server {i} disable" for i, s in enumerate(state.servers) if s.disabled]
+    lines += [f"server {i} drain" for i, s in enumerate(state.servers) if s.draining]
     return lines
 
