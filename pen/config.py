@@ -177,9 +177,9 @@ def dump(state, path=None, wall=None):
         (st.peek, "peek"),
         (not st.splice, "no splice"),
         (st.source, f"source {st.source}"),
-        (st.dsr_if, f"dsr_if {st.dsr_if}"),
-        (st.dsr_ip, f"dsr_ip {st.dsr_ip}"),
-        (st.ssl_ciphers, f"ssl_ciphers {st.ssl_ciphers}"),
+        (st.dsr_if, f"dsr_if {word(st.dsr_if)}"),
+        (st.dsr_ip, f"dsr_ip {word(st.dsr_ip)}"),
+        (st.ssl_ciphers, f"ssl_ciphers {word(st.ssl_ciphers)}"),
         (st.ssl_client_renegotiation_interval != RENEGOTIATION_INTERVAL,
          f"ssl_client_renegotiation_interval {st.ssl_client_renegotiation_interval}"),
         (st.ssl_sni_path, f"ssl_sni_path {word(st.ssl_sni_path)}"),
@@ -234,7 +234,7 @@ def dump(state, path=None, wall=None):
     # --- end issue 10 ---
     # admin web listener (pen/admin.py)
     if st.admin_listen is not None:
-        lines.append(f"admin_listen {st.admin_listen}")
+        lines.append(f"admin_listen {word(str(st.admin_listen))}")
     if st.admin_acl:
         lines.append(f"admin_acl {st.admin_acl}")
     if st.admin_password_file:
