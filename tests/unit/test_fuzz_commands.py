@@ -5,7 +5,7 @@ gives back the same state (parse(dump(state)) == state)."""
 
 import string
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from nodns import no_dns  # noqa: F401  (autouse: no DNS lookups here)
 
@@ -224,6 +224,8 @@ def applied(state, line):
 
 @ROUND_TRIP
 @given(st.lists(good_line, min_size=1, max_size=12))
+@example(['dsr_if "/tmp/a b"', 'dsr_ip "#x"', 'ssl_ciphers "HIGH !aNULL"',
+          'log "/tmp/\\""', 'on_failure "\\"\x0b"', "server 1 drain"])
 def test_write_then_read_gives_the_same_state(tmp_path, texts):
     """What `write` saves (the file, as App.write_file writes it), read
     back as -F reads it, is the same state."""
