@@ -29,6 +29,27 @@ class LoadError(RuntimeError):
         self.target = target
 
 
+class Pace:
+    """Keeps a loop at `rate` turns a second (0: no pacing): wait() after
+    each turn.  A loop that fell more than a second behind (a pause, a slow
+    turn) starts afresh rather than catching up in a burst."""
+
+    def __init__(self, rate, stop):
+        self.interval = 1.0 / rate if rate else 0.0
+        self.stop = stop                    # a threading.Event ends a wait
+        self.next_at = time.monotonic()
+
+    def wait(self):
+        if not self.interval:
+            return
+        self.next_at += self.interval
+        delay = self.next_at - time.monotonic()
+        if delay < -1.0:
+            self.next_at = time.monotonic()
+        elif delay > 0:
+            self.stop.wait(delay)
+
+
 def wrk(wrk_exe, port, path, seconds, conns, threads, close=False):
     """One wrk run; returns its summary dict (see wrk_json.lua)."""
     argv = [wrk_exe, "-t", str(threads), "-c", str(conns),

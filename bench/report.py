@@ -15,7 +15,14 @@ SCENARIOS = {
     "udp": ("UDP requests -U (16 clients)", "req/s", True),
     "http_rule": ("HTTP mode, one set-header rule (c50)", "req/s", True),
     "http_xff": ("HTTP -H X-Forwarded-For (c50)", "req/s", True),
+    "newconn_proxy_off": ("new conn, no PROXY header (c50)", "req/s", True),
+    "newconn_proxy_v1": ("new conn, PROXY v1 header (c50)", "req/s", True),
+    "newconn_proxy_v2": ("new conn, PROXY v2 header (c50)", "req/s", True),
 }
+# rows whose values are also given against another row of the same target:
+# what the PROXY header costs
+AGAINST = {"newconn_proxy_v1": "newconn_proxy_off",
+           "newconn_proxy_v2": "newconn_proxy_off"}
 TARGET_ORDER = ("direct", "ours", "pen", "haproxy")
 RATIOS = (("ours", "pen"), ("ours", "haproxy"), ("haproxy", "pen"))
 # Below these a value is noise or rounding, and a ratio to it means nothing.
@@ -38,6 +45,12 @@ def summarise(results):
             b = per_target.get(bottom, {}).get("value")
             if a is not None and b and b > floor:
                 ratios.setdefault(name, {})[f"{top}/{bottom}"] = a / b
+    for name, base in AGAINST.items():
+        for target, entry in results.get(name, {}).items():
+            off = results.get(base, {}).get(target, {}).get("value")
+            if entry.get("value") is not None and off:
+                ratios.setdefault(name, {})[f"{target} on/off"] = \
+                    entry["value"] / off
     return ratios
 
 
@@ -81,6 +94,12 @@ def table(results, ratios, targets):
             value = ratios.get(name, {}).get(rcol)
             row += f"{'-' if value is None else f'{value:.2f}':>14}"
         lines.append(row)
+    for name in AGAINST:
+        pairs = [(k, v) for k, v in ratios.get(name, {}).items()
+                 if k.endswith(" on/off")]
+        if pairs:
+            lines.append(f"{SCENARIOS[name][0]:<32}{'on/off':>6}  " + ", ".join(
+                f"{k.split()[0]} {v:.2f}" for k, v in pairs))
     lines.append("")
     lines.append("Values are medians over rounds. Ratios are a/b: above 1 "
                  "is better for req/s and MB/s,")

@@ -32,7 +32,12 @@ from services import REF_PEN, StartError
 TARGETS = ("ours", "pen", "haproxy")
 TCP_SCENARIOS = ("keepalive", "latency", "bulk", "newconn")
 HTTP_SCENARIOS = tuple(services.HTTP_MODES)
-ALL_SCENARIOS = TCP_SCENARIOS + HTTP_SCENARIOS + ("memory", "udp")
+# newconn_proxy: new connections with ours and HAProxy sending no PROXY
+# header, v1 and v2 (the three rows below), measured in turns
+PROXY_SCENARIOS = {"newconn_proxy_off": None, "newconn_proxy_v1": "v1",
+                   "newconn_proxy_v2": "v2"}
+ALL_SCENARIOS = (TCP_SCENARIOS + HTTP_SCENARIOS
+                 + ("newconn_proxy", "memory", "udp"))
 PACKAGES = {                # tool -> (Debian package, where it lands)
     "wrk": ("wrk", "/usr/bin/wrk"),
     "nginx": ("nginx-light", "/usr/sbin/nginx"),
@@ -213,12 +218,14 @@ class Bench:
         self.results = {}
         self.failures = []
 
-    def balancer(self, kind, backends, udp=False, tag="", http=None):
+    def balancer(self, kind, backends, udp=False, tag="", http=None,
+                 proxy=None):
         """Start one balancer; on failure record it and return None."""
         try:
             proc = services.balancer(kind, self.workdir, backends,
                                      self.args.ours_argv, self.procs,
-                                     self.maxconn, udp=udp, tag=tag, http=http)
+                                     self.maxconn, udp=udp, tag=tag, http=http,
+                                     proxy=proxy)
         except StartError as exc:
             say(str(exc))
             self.failures.append(f"{kind}{tag}: {str(exc).splitlines()[0]}")
@@ -261,7 +268,7 @@ class Bench:
             if name == "latency":
                 self.run_latency(ports, procs)
                 continue
-            self.rounds(name, order, ports, procs)
+            self.rounds([(name, t, ports[t], procs.get(t)) for t in order])
 
     def warm_up(self, order, ports, label="warm-up"):
         for target in order:
@@ -271,24 +278,47 @@ class Bench:
             except load.LoadError as exc:
                 say(f"{target} {label}: {exc}")
 
-    def rounds(self, name, order, ports, procs):
-        """args.rounds measurements of scenario `name`, the targets taking
-        turns (each round starts one further along), recorded."""
+    def rounds(self, slots):
+        """args.rounds measurements of each slot (scenario, target, port,
+        proc or None for direct), taking turns (each round starts one
+        further along), recorded."""
         for rnd in range(self.args.rounds):
-            shift = rnd % max(1, len(order))
-            for target in order[shift:] + order[:shift]:
-                if target != "direct" and not procs[target].alive():
+            shift = rnd % max(1, len(slots))
+            for name, target, port, proc in slots[shift:] + slots[:shift]:
+                if proc is not None and not proc.alive():
                     self.fail(name, target, "balancer died: "
-                              + procs[target].output_tail(3))
+                              + proc.output_tail(3))
                     continue
                 if self.is_failed(name, target):
                     continue
                 try:
-                    run = self.wrk_run(name, ports[target])
+                    run = self.wrk_run(name, port)
                 except load.LoadError as exc:
                     self.fail(name, target, str(exc))
                     continue
                 self.record(name, target, run, rnd)
+
+    def run_proxy(self, backends):
+        """New connections with the PROXY header on against off (issue
+        14): ours and HAProxy each sending none, v1 and v2 to the same
+        nginx backends (one port plain, one with proxy_protocol), all of
+        them measured in turns, so the on/off ratios share the noise."""
+        slots = []
+        for name, version in PROXY_SCENARIOS.items():
+            for kind in ("ours", "haproxy"):
+                if kind not in self.args.targets:
+                    continue
+                ports = [b.proxy_port if version else b.port for b in backends]
+                proc = self.balancer(kind, ports, tag=f"-{name}", proxy=version)
+                if proc is None:
+                    self.fail(name, kind, "did not start")
+                    continue
+                slots.append((name, kind, proc.port, proc))
+        keys = [(name, kind) for name, kind, _, _ in slots]
+        self.warm_up(keys, {(n, k): port for n, k, port, _ in slots})
+        self.rounds(slots)
+        for slot in slots:
+            slot[3].stop()
 
     def run_http(self, backends):
         """HTTP mode, kept-alive (wrk -c50): each balancer started with the
@@ -309,7 +339,7 @@ class Bench:
                 procs[kind], ports[kind] = proc, proc.port
             order = [t for t in TARGETS if t in ports]
             self.warm_up(order, ports, f"{name} warm-up")
-            self.rounds(name, order, ports, procs)
+            self.rounds([(name, t, ports[t], procs.get(t)) for t in order])
             for proc in procs.values():
                 proc.stop()
 
@@ -321,7 +351,7 @@ class Bench:
         d = self.args.duration
         if name == "keepalive":
             return load.wrk(self.wrk, port, services.SMALL_FILE, d, 50, 2)
-        if name == "newconn":
+        if name == "newconn" or name in PROXY_SCENARIOS:
             return load.wrk(self.wrk, port, services.SMALL_FILE, d, 50, 2,
                             close=True)
         if name == "bulk":
@@ -482,29 +512,28 @@ def main(argv=None):
     say("ours:", " ".join(args.ours_argv))
     started = time.monotonic()
     when = datetime.datetime.now(datetime.timezone.utc)
-    try:
+    def measure():
         tcp = [s for s in args.scenario_list if s != "udp"]
         if tcp:
             services.make_docroot(workdir)
+            proxy = "newconn_proxy" in args.scenario_list
             backends = [services.nginx(workdir, NGINX_CONNS,
-                                       bench.fd_limit, bench.procs)
+                                       bench.fd_limit, bench.procs,
+                                       proxy_protocol=proxy)
                         for _ in range(2)]
             if any(s in TCP_SCENARIOS for s in args.scenario_list):
                 bench.run_tcp(backends)
             if any(s in HTTP_SCENARIOS for s in args.scenario_list):
                 bench.run_http(backends)
+            if proxy:
+                bench.run_proxy(backends)
             if "memory" in args.scenario_list:
                 bench.run_memory(backends)
         if "udp" in args.scenario_list:
             bench.run_udp()
-    except StartError as exc:
-        say(str(exc))
-        return 2
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        bench.stop_all()
+    status, _ = services.guarded(measure, bench.stop_all, say)
+    if status is not None:
+        return status
     elapsed = time.monotonic() - started
 
     ratios = report.summarise(bench.results)

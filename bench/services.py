@@ -45,6 +45,22 @@ def end_on_signals():
     signal.signal(signal.SIGTERM, _interrupt)
 
 
+def guarded(body, stop, say):
+    """(None, body()) -- or, when body raised StartError or was interrupted,
+    (exit status, None), having said why; stop() runs in any case (it stops
+    every child by PID)."""
+    try:
+        return None, body()
+    except StartError as exc:
+        say(str(exc))
+        return 2, None
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130, None
+    finally:
+        stop()
+
+
 def find_tool(name, *fallbacks):
     """Absolute path of a program, also looking in the sbin directories."""
     found = shutil.which(name)
@@ -195,7 +211,7 @@ http {{
     scgi_temp_path {prefix}/tmp/scgi-{port};
     server {{
         listen {host}:{port} backlog=4096;
-        root {prefix}/www;
+{proxy_listen}        root {prefix}/www;
         location / {{ }}
     }}
 }}
@@ -214,18 +230,23 @@ def make_docroot(prefix):
             left -= big.write(chunk[:min(left, len(chunk))])
 
 
-def nginx(prefix, conns, nofile, started):
-    """One single-process nginx on a free port serving prefix/www."""
+def nginx(prefix, conns, nofile, started, proxy_protocol=False):
+    """One single-process nginx on a free port serving prefix/www; with
+    `proxy_protocol` also on a second port (`proxy_port`) where every
+    connection must start with a PROXY v1 or v2 header."""
     exe = find_tool("nginx", "/usr/sbin/nginx")
     port = free_port()
+    proxy_port = free_port() if proxy_protocol else None
+    proxy_listen = (f"        listen {HOST}:{proxy_port} proxy_protocol "
+                    f"backlog=4096;\n" if proxy_protocol else "")
     conf = Path(prefix) / f"nginx-{port}.conf"
     conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, host=HOST,
                                       conns=min(conns, nofile - 100),
-                                      nofile=nofile))
+                                      nofile=nofile, proxy_listen=proxy_listen))
     proc = Proc(f"nginx-{port}",
                 [exe, "-e", Path(prefix) / f"nginx-{port}.err",
                  "-p", prefix, "-c", conf], prefix)
-    proc.port = port
+    proc.port, proc.proxy_port = port, proxy_port
     started.append(proc.start())
     return proc.wait_tcp(port)
 
@@ -273,10 +294,17 @@ def pen_argv(prefix_argv, port, backends, maxconn, udp=False, extra=()):
     return argv
 
 
+# The PROXY header each balancer is told to send (bench/run.py
+# run_proxy): ours's option, HAProxy's server keyword.
+PROXY_MODES = {"v1": {"ours": ["-o", "proxy_protocol v1"], "haproxy": " send-proxy"},
+               "v2": {"ours": ["-o", "proxy_protocol v2"], "haproxy": " send-proxy-v2"}}
+
+
 def balancer(kind, workdir, backends, ours_cmd, started, maxconn, udp=False,
-             tag="", http=None):
+             tag="", http=None, proxy=None):
     """Start one balancer ('ours', 'pen' or 'haproxy'); returns a Proc.
-    `http`: a key of HTTP_MODES (that scenario's options).
+    `http`: a key of HTTP_MODES (that scenario's options); `proxy`: a key
+    of PROXY_MODES (the PROXY header it sends to the backends).
 
     The Proc is appended to `started` as soon as it runs, so the caller can
     stop it by PID even when it then fails to come up.
@@ -284,6 +312,8 @@ def balancer(kind, workdir, backends, ours_cmd, started, maxconn, udp=False,
     port = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     name = f"{kind}{tag}-{port}"
     extra = HTTP_MODES[http][kind] if http else ()
+    if proxy:
+        extra = PROXY_MODES[proxy][kind]
     if kind == "ours":
         proc = Proc(name, pen_argv(ours_cmd, port, backends, maxconn, udp, extra),
                     workdir, cwd=REPO_DIR)
@@ -292,7 +322,8 @@ def balancer(kind, workdir, backends, ours_cmd, started, maxconn, udp=False,
                     workdir)
     elif kind == "haproxy":
         conf = Path(workdir) / f"{name}.cfg"
-        servers = "\n".join(f"    server s{i} {HOST}:{b}"
+        send = extra if proxy else ""
+        servers = "\n".join(f"    server s{i} {HOST}:{b}{send}"
                             for i, b in enumerate(backends, 1))
         text = HAPROXY_CONF.format(maxconn=maxconn, host=HOST, port=port,
                                    servers=servers)

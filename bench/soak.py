@@ -29,7 +29,8 @@ and both pens' RSS (VmRSS) and open fds (/proc/PID/fd) are read, so the
 samples carry no noise from connections that happen to be in flight.  The
 report gives them over time and their least-squares slope per minute,
 fitted to the samples after the warm-up (the first WARMUP_SHARE of the
-run, at least WARMUP_MIN seconds: pools and caches fill there).
+run, at least WARMUP_MIN seconds but at most half of it: pools and caches
+fill there).
 
 Exit status 0 when nothing was lost, every control command was answered
 and both pens lived to the end; 1 otherwise; 2 when the setup failed.
@@ -48,8 +49,9 @@ import threading
 import time
 from pathlib import Path
 
+import load
 import services
-from services import HOST, StartError
+from services import HOST
 
 WARMUP_SHARE = 0.15
 WARMUP_MIN = 10.0
@@ -335,21 +337,14 @@ class UdpClient(Op):
 
 def worker(op, rate, gate, stop):
     """Run op() at `rate` per second (0: back to back) until stopped."""
-    interval = 1.0 / rate if rate else 0.0
-    next_at = time.monotonic()
+    pace = load.Pace(rate, stop)
     try:
         while gate.enter():
             try:
                 op()
             finally:
                 gate.leave()
-            if interval:
-                next_at += interval
-                delay = next_at - time.monotonic()
-                if delay < -1.0:            # far behind (a pause): no burst
-                    next_at = time.monotonic()
-                elif delay > 0:
-                    stop.wait(delay)
+            pace.wait()
     finally:
         op.close()
 
@@ -593,7 +588,8 @@ class Soak:
 
     def report(self):
         args = self.args
-        warmup = max(WARMUP_MIN, WARMUP_SHARE * args.duration)
+        warmup = min(max(WARMUP_MIN, WARMUP_SHARE * args.duration),
+                     args.duration / 2)
         kinds = {}
         for t in self.tallies:
             k = kinds.setdefault(t.kind, {"ok": 0, "lost": 0, "bytes_ok": 0,
@@ -669,17 +665,12 @@ def main(argv=None):
     soak = Soak(args)
     say(f"{args.target} pen ({' '.join(args.pen_argv)}) for "
         f"{args.duration:g}s, scale {args.scale:g}; work dir {soak.workdir}")
-    try:
+    def body():
         soak.setup()
         soak.run()
-    except StartError as exc:
-        say(str(exc))
-        return 2
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        soak.stop_all()
+    status, _ = services.guarded(body, soak.stop_all, say)
+    if status is not None:
+        return status
     _, ok = soak.report()
     if not ok:
         say("logs kept in", soak.workdir)
