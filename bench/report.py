@@ -12,6 +12,8 @@ SCENARIOS = {
     "latency_p99": ("added latency p99 (1 conn)", "us", False),
     "memory": ("memory per idle kept-alive conn", "KiB", False),
     "memory_fresh": ("memory per new conn (no data)", "KiB", False),
+    "memory_http": ("memory per idle conn, HTTP mode", "KiB", False),
+    "memory_http_fresh": ("memory per new conn, HTTP mode", "KiB", False),
     "udp": ("UDP requests -U (16 clients)", "req/s", True),
     "http_rule": ("HTTP mode, one set-header rule (c50)", "req/s", True),
     "http_xff": ("HTTP -H X-Forwarded-For (c50)", "req/s", True),

@@ -36,8 +36,9 @@ HTTP_SCENARIOS = tuple(services.HTTP_MODES)
 # header, v1 and v2 (the three rows below), measured in turns
 PROXY_SCENARIOS = {"newconn_proxy_off": None, "newconn_proxy_v1": "v1",
                    "newconn_proxy_v2": "v2"}
-ALL_SCENARIOS = (TCP_SCENARIOS + HTTP_SCENARIOS
-                 + ("newconn_proxy", "memory", "udp"))
+MEMORY_SCENARIOS = {"memory": None, "memory_http": "http_rule"}   # -> HTTP_MODES key
+ALL_SCENARIOS = (TCP_SCENARIOS + HTTP_SCENARIOS + ("newconn_proxy",)
+                 + tuple(MEMORY_SCENARIOS) + ("udp",))
 PACKAGES = {                # tool -> (Debian package, where it lands)
     "wrk": ("wrk", "/usr/bin/wrk"),
     "nginx": ("nginx-light", "/usr/sbin/nginx"),
@@ -422,21 +423,31 @@ class Bench:
 
     # -- memory --------------------------------------------------------
 
-    def run_memory(self, backends):
+    def run_memory(self, backends, name="memory", http=None):
+        """Idle kept-alive connections (load.idle_memory); `http`: the
+        HTTP_MODES key the balancers run with (memory_http: HTTP mode with
+        one rule), its results as NAME and NAME_fresh."""
         n = self.args.idle_conns
         if n > self.maxconn - 10:
             n = self.maxconn - 10
             say(f"the fd limit is {self.fd_limit} (and cannot be raised "
                 f"here): a balancer relays at most {self.maxconn} "
                 f"connections, so {n} idle connections are measured")
-        self.results.setdefault("memory", {})
+        self.results.setdefault(name, {})
         self.idle_conns = n
         ports = [b.port for b in backends]
+        fresh = name + "_fresh"
         for target in self.args.targets:
-            proc = self.balancer(target, ports, tag="-mem")
+            if http and (services.HTTP_MODES[http][target] is None
+                         or target == "haproxy"):
+                # pen cannot; HAProxy in mode http connects to a server
+                # only for a request, so its connections cannot be counted
+                # at the backends while they are fresh.
+                continue
+            proc = self.balancer(target, ports, tag="-" + name, http=http)
             if proc is None:
-                self.fail("memory", target, "did not start")
-                self.fail("memory_fresh", target, "did not start")
+                self.fail(name, target, "did not start")
+                self.fail(fresh, target, "did not start")
                 continue
             try:
                 started = time.monotonic()
@@ -444,17 +455,17 @@ class Bench:
                                        services.SMALL_FILE,
                                        services.SMALL_SIZE)
             except load.LoadError as exc:
-                self.fail("memory", target, str(exc))
-                self.fail("memory_fresh", target, str(exc))
+                self.fail(name, target, str(exc))
+                self.fail(fresh, target, str(exc))
                 continue
             finally:
                 proc.stop()
-            for key, per in (("memory", "kib_per_conn"),
-                             ("memory_fresh", "fresh_kib_per_conn")):
+            for key, per in ((name, "kib_per_conn"),
+                             (fresh, "fresh_kib_per_conn")):
                 entry = self.entry(key, target)
                 entry["samples"].append(run[per])
                 entry["runs"].append(run)
-            say(f"{target:>8} memory: RSS {run['rss_before_kib']} KiB, "
+            say(f"{target:>8} {name}: RSS {run['rss_before_kib']} KiB, "
                 f"{run['rss_fresh_kib']} with {n} connections "
                 f"({run['fresh_kib_per_conn']:.2f} KiB each), "
                 f"{run['rss_after_kib']} after one request on each "
@@ -527,8 +538,9 @@ def main(argv=None):
                 bench.run_http(backends)
             if proxy:
                 bench.run_proxy(backends)
-            if "memory" in args.scenario_list:
-                bench.run_memory(backends)
+            for name, http in MEMORY_SCENARIOS.items():
+                if name in args.scenario_list:
+                    bench.run_memory(backends, name, http)
         if "udp" in args.scenario_list:
             bench.run_udp()
     status, _ = services.guarded(measure, bench.stop_all, say)
