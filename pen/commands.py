@@ -709,7 +709,7 @@ def server_extra(idx, args, state):
             return [], [effects.Dumps()]
     else:
         if rest != ["trafficlog"]:
-            raise CommandError(f"server: expected 'no trafficlog' after server {idx}, "
+            raise CommandError(f"server: expected 'no trafficlog' or 'no header [M]' after server {idx}, "
                                f"got {' '.join(args)!r}")
 
         def run(state, now, wall):
@@ -1196,14 +1196,18 @@ def cmd_sticky_cookie(word, args, state):
 
 def cmd_server_http(word, args, state, _other=HANDLERS["server"]):
     """`server N header [ACTION DIR "Name: value"]` (list or add that server's
-    rules), `server N cookie [VALUE]`; other server lines go on as before."""
-    if len(args) < 2 or args[1] not in ("header", "cookie"):
+    rules), `server N no header [M]` (remove them all, or the one `server N
+    header` lists as M), `server N cookie [VALUE]`; other server lines go on
+    as before."""
+    if args[1:2] not in (["header"], ["cookie"]) and args[1:3] != ["no", "header"]:
         return _other(word, args, state)
     idx = number("server", args[0], 0, INT_MAX, "index")
     count = len(state.servers)
     if idx >= count:
         raise CommandError(f"server: index {idx} out of range (0-{count - 1}); "
                            "create the server first (server N address HOST port P)")
+    if args[1] == "no":
+        return _server_no_header(word, idx, args[3:], state)
     key, rest = args[1], args[2:]
     if key == "cookie":
         arity("server", rest, 1, "server N cookie [VALUE]")
@@ -1224,6 +1228,26 @@ def cmd_server_http(word, args, state, _other=HANDLERS["server"]):
     def run(state, now, wall):
         rules = state.settings.server_header_rules
         rules[idx] = rules.get(idx, ()) + (rule,)
+        return [], []
+    return Command(word, run)
+
+
+def _server_no_header(word, idx, args, state):
+    """`server N no header [M]`: as `no header [M]`, for server N's rules."""
+    what = f"server {idx} no header"
+    arity(what, args, 1, f"server {idx} no header [M]")
+    rules = state.settings.server_header_rules.get(idx, ())
+    if args and not rules:
+        raise CommandError(f"{what}: server {idx} has no header rules")
+    n = number(what, args[0], 0, len(rules) - 1, "rule") if args else None
+
+    def run(state, now, wall):
+        table = state.settings.server_header_rules
+        kept = () if n is None else table[idx][:n] + table[idx][n + 1:]
+        if kept:
+            table[idx] = kept
+        else:
+            table.pop(idx, None)
         return [], []
     return Command(word, run)
 

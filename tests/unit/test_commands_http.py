@@ -51,6 +51,10 @@ def test_header_adds_lists_and_removes_rules_in_order():
     ("sticky_cookie a;b", "not a valid cookie name"),
     ("server 0 cookie a;b", "not a valid cookie value"),
     ("server 0 cookie a b", "unexpected 'b'"),
+    ("server 0 no header 0", "server 0 has no header rules"),
+    ("server 5 no header", "index 5 out of range"),
+    ("server 0 no header 0 1", "unexpected '1'"),
+    ("server 0 no heder", "expected 'no trafficlog' or 'no header [M]'"),
 ])
 def test_bad_lines_change_nothing(line, message):
     state = make_state()
@@ -89,6 +93,32 @@ def test_per_server_rules_and_cookies():
     assert [r.text for r in client_rules] == ["X-Served-By: one"]
     assert [r.text for r in rules_for(state.settings, 0)[0]] == ["X-Global: 1"]
     assert server_cookie(state.settings, 1) == "blue" and server_cookie(state.settings, 0) == "s0"
+
+
+def test_server_no_header_removes_one_rule_or_all_of_that_server():
+    state = make_state()
+    run(state, 'header set server "X-Global: 1"')
+    for line in ('server 1 header set server "X-A: 1"', 'server 1 header set server "X-B: 2"',
+                 'server 1 header add client "X-C: 3"', 'server 0 header set server "X-D: 4"'):
+        assert run(state, line) == [], line
+    assert "rule 3 out of range (0-2)" in run(state, "server 1 no header 3")[0]
+    assert run(state, "server 1 no header 1") == []
+    assert run(state, "server 1 header") == ['0 set server "X-A: 1"', '1 add client "X-C: 3"']
+    lines = dump(state)
+    assert [l for l in lines if "header" in l] == [
+        'header set server "X-Global: 1"', 'server 0 header set server "X-D: 4"',
+        'server 1 header set server "X-A: 1"', 'server 1 header add client "X-C: 3"']
+    again = make_state()
+    for line in lines:
+        run(again, line)
+    assert again.settings.server_header_rules == state.settings.server_header_rules
+    assert run(state, "server 1 no header") == [] and run(state, "server 1 header") == []
+    assert run(state, "server 1 no header") == []          # none left: nothing to do
+    assert 1 not in state.settings.server_header_rules
+    assert run(state, "header") == ['0 set server "X-Global: 1"']      # the others stay
+    assert run(state, "server 0 header") == ['0 set server "X-D: 4"']
+    assert [l for l in dump(state) if "header" in l] == [
+        'header set server "X-Global: 1"', 'server 0 header set server "X-D: 4"']
 
 
 def test_sticky_cookie_and_http_mode():
