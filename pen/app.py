@@ -119,6 +119,7 @@ class App:
             effects.ConnMax: service.conn_max_changed, effects.Source: self.set_source,
             effects.Tls: self.reload_tls, effects.SslInfo: self.ssl_info,
             effects.Admin: self.set_admin, effects.Dumps: self.set_dumps,
+            effects.Idlers: service.idlers.configure,
         }
 
     # --- setup ------------------------------------------------------------------------

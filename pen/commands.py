@@ -357,10 +357,12 @@ def cmd_idlers(word, args, state):
     value = number(word, args[0], 0, 10000, "count") if args else None
 
     def run(state, now, wall):
+        todo = []
         if value is not None:
             state.settings.idlers = value
-        # pen's reply: open idle connections / wanted; none are pre-opened yet
-        return [f"Idlers: 0/{state.settings.idlers}"], []
+            todo = [effects.Idlers()]
+        # pen's reply: idlers open (before this change takes effect) / wanted
+        return [f"Idlers: {state.idlers_open}/{state.settings.idlers}"], todo
     return Command(word, run)
 
 
@@ -800,7 +802,7 @@ SUMMARIES = {
     "help": "list every command with a one-line summary",
     "http": "add X-Forwarded-For headers",
     "idle_timeout": "idle_timeout [SECONDS]: close connections idle that long",
-    "idlers": "idlers [N]: idle upstream connections wanted",
+    "idlers": "idlers [N]: idle connections kept open to each server",
     "include": "include FILE: run the commands in FILE",
     "keepalive": "set SO_KEEPALIVE on upstream connections",
     "kqueue": "use kqueue",

@@ -46,4 +46,6 @@ SslInfo = _effect("SslInfo", "ssl_info", "SslInfo(): reply with the certificates
 Admin = _effect("Admin", "admin", "Admin(ListenAddr or None): open or close the admin page.")
 Dumps = _effect("Dumps", "dumps", "Dumps(): open and close the traffic dump files.")
 Stages = _effect("Stages", "stages", "Stages(): the pre-dispatch stages to run changed.")
+Idlers = _effect("Idlers", "idlers", "Idlers(): `idlers N` changed: open or close "
+                 "idle server connections to match (pen/idlers.py).")
 Shutdown = _effect("Shutdown", "shutdown", "Shutdown(seconds): stop accepting and drain.")

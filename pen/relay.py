@@ -534,6 +534,18 @@ class Conn:
         self.timer = self.reactor.call_later(st.connect_timeout, self._connect_timed_out)
         return True
 
+    def use(self, server, index, sock):
+        """Relay to `server` over `sock`, a connection already open and
+        registered for reading (an idler, pen/idlers.py): no connect,
+        straight to RELAYING."""
+        self.target, self.index = server, index
+        self.tried.add(index)
+        self.server = sock
+        server.conn += 1
+        self.owner.pending += 1        # as connect() does; _connected() takes it off
+        self.smask = EVENT_READ        # registered: _connected() only swaps the handler
+        self._connected()
+
     def _bind_transparent(self, sock, family):
         """`transparent`: connect from the client's own address (needs
         CAP_NET_ADMIN and policy routing for the replies)."""

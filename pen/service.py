@@ -23,6 +23,7 @@ from .anchor import Anchored
 from .errors import ConfigError
 from .handover import adopt
 from .httprelay import filters_for
+from .idlers import IdlerPool
 from .rewrite import http_mode
 from .listen import bind_listener
 from .loop import EVENT_READ
@@ -74,6 +75,7 @@ class Service:
         self.rates = OrderedDict()  # client IP -> [window start, connections] (client_rate)
         self.stopping = None        # graceful stop: the callback to run once drained
         self.on_accept = self._on_accept
+        self.idlers = IdlerPool(self)   # idle server connections (`idlers N`)
 
     # --- the listener -------------------------------------------------------------
     def bind(self, inherited=None):
@@ -105,6 +107,7 @@ class Service:
         else:
             self._listen()
         self.reactor.call_later(IDLE_SWEEP, self._idle_sweep)
+        self.idlers.start()
 
     def _idle_sweep(self):
         """idle_timeout: close relayed connections that moved no byte for
@@ -191,6 +194,7 @@ class Service:
             return
         self.stopping = done
         self._pause()
+        self.idlers.stop()
         if self.udp is not None:
             self.udp.close_listener()
         elif self.listener is not None:
@@ -206,6 +210,7 @@ class Service:
     def close(self):
         """Close the listener and every connection (SIGTERM, exit)."""
         self._pause()
+        self.idlers.stop()
         for conn in list(self.state.conns.values()):
             conn.close()
         if self.udp is not None:
@@ -256,7 +261,7 @@ class Service:
         listener instead of spinning."""
         if exc.errno not in EMFILE_ERRORS:
             raise exc
-        if self.pools.reclaim():
+        if self.pools.reclaim() or self.idlers.shed():
             return          # the listener stays: the next turn accepts again
         now = time.monotonic()
         if now - self.last_warning > WARN_EVERY:
@@ -432,7 +437,13 @@ class Service:
     def _connect(self, conn, server, index):
         """Start connecting: True if under way, False if it failed at once
         (fail over), None if we are out of fds (client closed, listener
-        resting: not the server's fault)."""
+        resting: not the server's fault).  An idler to that server, if
+        `idlers` keeps some, saves the connect (pen/idlers.py)."""
+        if self.settings.idlers:
+            sock = self.idlers.take(server, index)
+            if sock is not None:
+                conn.use(server, index, sock)
+                return True
         try:
             return conn.connect(server, index)
         except OSError as e:

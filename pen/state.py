@@ -174,6 +174,7 @@ class State:
         self.last_server = 0            # round-robin cursor, as pen's
         self.counters = Counters()
         self.conns = {}                 # conn id -> relay.Conn, for penctl
+        self.idlers_open = 0            # idle server connections open (pen/idlers.py)
         self.acls = Acls()              # ACLs 0..9 (pen/acl.py)
         self.loads = Loads()            # issue 11: bysize/byduration figures, decay
         self.started = time.monotonic() # issue 11: uptime for MRTG

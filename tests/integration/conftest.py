@@ -315,6 +315,19 @@ def connect(port, host="127.0.0.1", source=None, timeout=TIMEOUT):
     return s
 
 
+def ctl(port, line):
+    """One command on pen's control socket (127.0.0.1:port); the reply text."""
+    with socket.create_connection(("127.0.0.1", port), TIMEOUT) as s:
+        s.sendall(line.encode() + b"\n")
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return b"".join(chunks).decode()
+            chunks.append(chunk)
+
+
 def read_line(sock):
     """One line (the backend's banner) or '' on EOF."""
     data = b""

@@ -11,23 +11,10 @@ import socket
 import threading
 import time
 
-from conftest import (TIMEOUT, Backend, UdpBackend, banner, connect, free_port, listening,
-                      read_line, wait_until)
+from conftest import (TIMEOUT, Backend, UdpBackend, banner, connect, ctl, free_port,
+                      listening, read_line, wait_until)
 
 ME = pwd.getpwuid(os.getuid()).pw_name
-
-
-def ctl(port, line):
-    """One command on the control socket; the reply text."""
-    with socket.create_connection(("127.0.0.1", port), TIMEOUT) as s:
-        s.sendall(line.encode() + b"\n")
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return b"".join(chunks).decode()
-            chunks.append(chunk)
 
 
 def servers_json(port):
