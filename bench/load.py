@@ -249,12 +249,14 @@ def udp_rate(port, seconds):
         sel.close()
 
 
-def interleaved_latency(ports, path, seconds):
+def interleaved_latency(ports, path, seconds, fresh=False):
     """Round-trip times of one small request, taking turns per request.
 
     One kept-alive connection per target; each pass sends one request to
     every target in turn (the order rotating each pass), so a noisy
     neighbour hits every target's samples alike.  Returns {target: [ns]}.
+    `fresh`: every request on a new connection instead, its connect in
+    the time (the client closes it once the response is in).
     """
     request = f"GET /{path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
     conns, sizes, times = {}, {}, {}
@@ -275,8 +277,16 @@ def interleaved_latency(ports, path, seconds):
             turn += 1
             shift = turn % len(order)
             for target in order[shift:] + order[:shift]:
-                sock, size = conns[target], sizes[target]
+                size = sizes[target]
+                if fresh:
+                    conns[target].close()     # the last one's close is not timed
                 start = time.perf_counter_ns()
+                if fresh:
+                    sock = conns[target] = socket.create_connection((HOST, ports[target]),
+                                                                    timeout=5)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                else:
+                    sock = conns[target]
                 sock.sendall(request)
                 got = 0
                 while got < size:

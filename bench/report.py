@@ -10,6 +10,9 @@ SCENARIOS = {
     "bulk": ("bulk 10 MB responses (c4)", "MB/s", True),
     "latency_p50": ("added latency p50 (1 conn)", "us", False),
     "latency_p99": ("added latency p99 (1 conn)", "us", False),
+    "idlers_newconn": ("new-conn requests, idlers run", "req/s", True),
+    "connlat_p50": ("added new-conn latency p50", "us", False),     # 1 client
+    "connlat_p99": ("added new-conn latency p99", "us", False),
     "memory": ("memory per idle kept-alive conn", "KiB", False),
     "memory_fresh": ("memory per new conn (no data)", "KiB", False),
     "memory_http": ("memory per idle conn, HTTP mode", "KiB", False),
@@ -25,8 +28,9 @@ SCENARIOS = {
 # what the PROXY header costs
 AGAINST = {"newconn_proxy_v1": "newconn_proxy_off",
            "newconn_proxy_v2": "newconn_proxy_off"}
-TARGET_ORDER = ("direct", "ours", "pen", "haproxy")
-RATIOS = (("ours", "pen"), ("ours", "haproxy"), ("haproxy", "pen"))
+TARGET_ORDER = ("direct", "ours", "idlers", "pen", "haproxy")   # idlers: ours, idlers 4
+RATIOS = (("ours", "pen"), ("ours", "haproxy"), ("haproxy", "pen"), ("idlers", "ours"),
+          ("idlers", "haproxy"))
 # Below these a value is noise or rounding, and a ratio to it means nothing.
 RATIO_FLOOR = {"KiB": 0.5, "us": 2.0}
 
@@ -72,7 +76,7 @@ def table(results, ratios, targets):
     rcols = [f"{a}/{b}" for a, b in RATIOS if a in targets and b in targets]
     head = (f"{'scenario':<32}{'unit':>6}"
             + "".join(f"{c:>11}" for c in cols)
-            + "".join(f"{r:>14}" for r in rcols))
+            + "".join(f"{r:>{max(14, len(r) + 2)}}" for r in rcols))
     lines = [head, "-" * len(head)]
     notes = []
     for name, (label, unit, higher) in SCENARIOS.items():
@@ -94,7 +98,7 @@ def table(results, ratios, targets):
             row += f"{cell:>11}"
         for rcol in rcols:
             value = ratios.get(name, {}).get(rcol)
-            row += f"{'-' if value is None else f'{value:.2f}':>14}"
+            row += f"{'-' if value is None else f'{value:.2f}':>{max(14, len(rcol) + 2)}}"
         lines.append(row)
     for name in AGAINST:
         pairs = [(k, v) for k, v in ratios.get(name, {}).items()
@@ -116,6 +120,12 @@ def table(results, ratios, targets):
                  "each (kernel socket buffers are")
     lines.append("not in RSS); no ratio is shown where the denominator is "
                  "about zero.")
+    if "idlers" in targets:
+        lines.append("'idlers' is ours with `idlers 4`, beside a plain ours, the "
+                     "C pen and HAProxy started")
+        lines.append("afresh for the idlers rows; new-conn latency is connect, "
+                     "request and response on a new")
+        lines.append("connection each time, one client taking turns.")
     for note in notes:
         lines.append("note: " + note)
     return "\n".join(lines)
@@ -141,7 +151,7 @@ def draw_png(path, results, targets, title):
     # of sendfile the balancers' bars would be too small to compare.
     cols = [t for t in TARGET_ORDER if t in targets and t != "direct"]
     colours = {"direct": "#999999", "ours": "#2a7ab0", "pen": "#e08a1e",
-               "haproxy": "#4a9a4a"}
+               "haproxy": "#4a9a4a", "idlers": "#7fb8e0"}
     ncols = 4
     nrows = (len(names) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.3 * nrows),

@@ -37,8 +37,10 @@ HTTP_SCENARIOS = tuple(services.HTTP_MODES)
 PROXY_SCENARIOS = {"newconn_proxy_off": None, "newconn_proxy_v1": "v1",
                    "newconn_proxy_v2": "v2"}
 MEMORY_SCENARIOS = {"memory": None, "memory_http": "http_rule"}   # -> HTTP_MODES key
-ALL_SCENARIOS = (TCP_SCENARIOS + HTTP_SCENARIOS + ("newconn_proxy",)
+ALL_SCENARIOS = (TCP_SCENARIOS + HTTP_SCENARIOS + ("newconn_proxy", "idlers")
                  + tuple(MEMORY_SCENARIOS) + ("udp",))
+IDLERS = 4                  # `idlers N` of the second ours in the idlers scenario
+PERCENTILE_KEYS = ("latency", "connlat")    # scenarios recorded as KEY_p50, KEY_p99
 PACKAGES = {                # tool -> (Debian package, where it lands)
     "wrk": ("wrk", "/usr/bin/wrk"),
     "nginx": ("nginx-light", "/usr/sbin/nginx"),
@@ -220,13 +222,13 @@ class Bench:
         self.failures = []
 
     def balancer(self, kind, backends, udp=False, tag="", http=None,
-                 proxy=None):
+                 proxy=None, extra=()):
         """Start one balancer; on failure record it and return None."""
         try:
             proc = services.balancer(kind, self.workdir, backends,
                                      self.args.ours_argv, self.procs,
                                      self.maxconn, udp=udp, tag=tag, http=http,
-                                     proxy=proxy)
+                                     proxy=proxy, extra=extra)
         except StartError as exc:
             say(str(exc))
             self.failures.append(f"{kind}{tag}: {str(exc).splitlines()[0]}")
@@ -239,7 +241,7 @@ class Bench:
                                        "errors": 0})
 
     def fail(self, scenario, target, why):
-        keys = ("latency_p50", "latency_p99") if scenario == "latency" \
+        keys = (f"{scenario}_p50", f"{scenario}_p99") if scenario in PERCENTILE_KEYS \
             else (scenario,)
         for key in keys:
             self.entry(key, target)["failed"] = why
@@ -345,14 +347,14 @@ class Bench:
                 proc.stop()
 
     def is_failed(self, name, target):
-        key = "latency_p50" if name == "latency" else name
+        key = f"{name}_p50" if name in PERCENTILE_KEYS else name
         return bool(self.results.get(key, {}).get(target, {}).get("failed"))
 
     def wrk_run(self, name, port):
         d = self.args.duration
         if name == "keepalive":
             return load.wrk(self.wrk, port, services.SMALL_FILE, d, 50, 2)
-        if name == "newconn" or name in PROXY_SCENARIOS:
+        if name in ("newconn", "idlers_newconn") or name in PROXY_SCENARIOS:
             return load.wrk(self.wrk, port, services.SMALL_FILE, d, 50, 2,
                             close=True)
         if name == "bulk":
@@ -377,8 +379,9 @@ class Bench:
         say(f"{target:>8} {name:<9} round {rnd + 1}: "
             f"{report.fmt(value, unit)} {unit}{errs}")
 
-    def run_latency(self, ports, procs):
-        """Added latency, measured request by request in turn.
+    def run_latency(self, ports, procs, key="latency", fresh=False):
+        """Added latency, measured request by request in turn (`fresh`:
+        each request on a new connection, recorded as `key`).
 
         One client takes turns over every target, one request each, so a
         noisy neighbour lands on all of them alike (separate wrk runs gave
@@ -389,17 +392,17 @@ class Bench:
         live = {t: p for t, p in ports.items()
                 if t == "direct" or procs[t].alive()}
         for target in set(ports) - set(live):
-            self.fail("latency", target, "balancer died: "
+            self.fail(key, target, "balancer died: "
                       + procs[target].output_tail(3))
         for rnd in range(self.args.rounds):
             times = None
             while times is None and "direct" in live and len(live) > 1:
                 try:
                     times = load.interleaved_latency(
-                        live, services.SMALL_FILE, self.args.duration)
+                        live, services.SMALL_FILE, self.args.duration, fresh)
                 except load.LoadError as exc:    # drop the culprit, again
                     culprit = exc.target or "direct"
-                    self.fail("latency", culprit, str(exc))
+                    self.fail(key, culprit, str(exc))
                     live.pop(culprit, None)
             if times is None:
                 return
@@ -410,16 +413,41 @@ class Bench:
                                 for p in ("p50", "p99")}
             for target, got in pcts.items():
                 for pct, value in got.items():
-                    entry = self.entry(f"latency_{pct}", target)
+                    entry = self.entry(f"{key}_{pct}", target)
                     base = pcts["direct"][pct]
                     entry["runs"].append({"round": rnd, "us": value,
                                           "direct_us": base,
                                           "requests": len(times[target])})
                     entry["samples"].append(
                         value if target == "direct" else value - base)
-                say(f"{target:>8} latency   round {rnd + 1}: "
+                say(f"{target:>8} {key:<9} round {rnd + 1}: "
                     f"p50 {got['p50']:.0f} us, p99 {got['p99']:.0f} us "
                     f"({len(times[target])} requests)")
+
+    # -- idlers ---------------------------------------------------------
+
+    def run_idlers(self, backends):
+        """pen's `idlers N` (issue 16): our pen plain and with idlers, the
+        reference pen and HAProxy, fresh balancers, measured in turns:
+        new-connection requests/s (wrk, Connection: close) and the latency
+        one new connection adds (connect, request, response)."""
+        ports, procs = {"direct": backends[0].port}, {}
+        for kind in ["ours", "idlers"] + [t for t in self.args.targets if t != "ours"]:
+            if kind == "idlers" and "ours" not in self.args.targets:
+                continue
+            proc = self.balancer("ours" if kind == "idlers" else kind,
+                                 [b.port for b in backends], tag=f"-{kind}",
+                                 extra=["-o", f"idlers {IDLERS}"] if kind == "idlers" else ())
+            if proc is None:
+                self.fail("idlers_newconn", kind, "did not start")
+                continue
+            procs[kind], ports[kind] = proc, proc.port
+        order = [t for t in ("direct", "ours", "idlers", "pen", "haproxy") if t in ports]
+        self.warm_up(order, ports, "idlers warm-up")
+        self.rounds([("idlers_newconn", t, ports[t], procs[t]) for t in order[1:]])
+        self.run_latency(ports, procs, key="connlat", fresh=True)
+        for proc in procs.values():
+            proc.stop()
 
     # -- memory --------------------------------------------------------
 
@@ -538,6 +566,8 @@ def main(argv=None):
                 bench.run_http(backends)
             if proxy:
                 bench.run_proxy(backends)
+            if "idlers" in args.scenario_list:
+                bench.run_idlers(backends)
             for name, http in MEMORY_SCENARIOS.items():
                 if name in args.scenario_list:
                     bench.run_memory(backends, name, http)
@@ -550,6 +580,8 @@ def main(argv=None):
 
     ratios = report.summarise(bench.results)
     targets = ["direct"] + args.targets
+    if "idlers" in args.scenario_list and "ours" in args.targets:
+        targets.insert(2, "idlers")
     print()
     print(report.table(bench.results, ratios, targets))
     print()

@@ -301,17 +301,19 @@ PROXY_MODES = {"v1": {"ours": ["-o", "proxy_protocol v1"], "haproxy": " send-pro
 
 
 def balancer(kind, workdir, backends, ours_cmd, started, maxconn, udp=False,
-             tag="", http=None, proxy=None):
+             tag="", http=None, proxy=None, extra=()):
     """Start one balancer ('ours', 'pen' or 'haproxy'); returns a Proc.
     `http`: a key of HTTP_MODES (that scenario's options); `proxy`: a key
-    of PROXY_MODES (the PROXY header it sends to the backends).
+    of PROXY_MODES (the PROXY header it sends to the backends); `extra`:
+    more arguments for a pen's command line (ours or the reference).
 
     The Proc is appended to `started` as soon as it runs, so the caller can
     stop it by PID even when it then fails to come up.
     """
     port = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     name = f"{kind}{tag}-{port}"
-    extra = HTTP_MODES[http][kind] if http else ()
+    if http:
+        extra = HTTP_MODES[http][kind]
     if proxy:
         extra = PROXY_MODES[proxy][kind]
     if kind == "ours":

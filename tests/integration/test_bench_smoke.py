@@ -57,13 +57,14 @@ def ours(doc, scenario):
 
 def test_json_describes_the_run(bench_doc):
     assert bench_doc["format"] == "pen-bench/1"
-    assert bench_doc["config"]["targets"] == ["direct", "ours"]
+    assert bench_doc["config"]["targets"] == ["direct", "ours", "idlers"]
     assert bench_doc["config"]["quick"] is True
     assert bench_doc["failures"] == []
     assert set(bench_doc["results"]) == {
         "keepalive", "newconn", "bulk", "latency_p50", "latency_p99",
         "memory", "memory_fresh", "udp", "http_rule", "http_xff",
-        "newconn_proxy_off", "newconn_proxy_v1", "newconn_proxy_v2"}
+        "newconn_proxy_off", "newconn_proxy_v1", "newconn_proxy_v2",
+        "idlers_newconn", "connlat_p50", "connlat_p99"}
     assert bench_doc["machine"]["cores"] >= 1
 
 
@@ -105,6 +106,17 @@ def test_latency_is_sane(bench_doc):
         assert 0 < run["direct_us"] <= run["us"] + 1000, run
         assert run["us"] < 1_000_000, run                  # under a second
         assert entry["value"] == pytest.approx(run["us"] - run["direct_us"])
+
+
+def test_idlers_scenario_is_sane(bench_doc):
+    """Ours without and with `idlers 4` (target "idlers"), fresh connections."""
+    results = bench_doc["results"]
+    for target in ("ours", "idlers"):
+        newconn = results["idlers_newconn"][target]
+        assert not newconn.get("failed") and newconn["value"] > 50, (target, newconn)
+        run = results["connlat_p50"][target]["runs"][0]
+        assert run["requests"] > 50 and 0 < run["direct_us"] < 1_000_000, run
+    assert "direct" in results["connlat_p99"]
 
 
 def test_memory_and_udp_are_sane(bench_doc):
