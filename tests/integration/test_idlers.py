@@ -7,6 +7,7 @@ gets `-u <current user>`.
 
 import os
 import pwd
+import resource
 import socket
 import struct
 import threading
@@ -69,10 +70,10 @@ def ask(port, line):
 def lb(pen):
     """lb(specs, *options) -> (listen port, control port) of a pen in
     front of the backend specs."""
-    def start(specs, *options):
+    def start(specs, *options, **kw):
         port, ctl = free_port(), free_port()
         pen("-u", ME, "-C", f"127.0.0.1:{ctl}", *options, f"127.0.0.1:{port}", *specs,
-            port=port)
+            port=port, **kw)
         return port, ctl
     return start
 
@@ -253,3 +254,19 @@ def test_a_dead_server_is_backed_off_and_found_again(lb, counting):
     for s in got:
         s.close()
     spare.close()
+
+
+FD_LIMIT = 64
+
+
+def _few_fds():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+
+
+def test_out_of_descriptors_the_idlers_give_way_to_clients(lb, counting):
+    (srv,) = counting()
+    port, ctl = lb([srv.spec], "-o", "idlers 200", preexec_fn=_few_fds)
+    assert wait_until(lambda: srv.accepted > 10)
+    assert wait_until(lambda: ask(ctl, "idlers") == "Idlers: 0/200")   # shed, resting
+    assert srv.accepted < FD_LIMIT
+    assert [echo(port, b"%d" % i) for i in range(5)] == [b"%d" % i for i in range(5)]
