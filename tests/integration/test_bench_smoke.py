@@ -62,7 +62,8 @@ def test_json_describes_the_run(bench_doc):
     assert bench_doc["failures"] == []
     assert set(bench_doc["results"]) == {
         "keepalive", "newconn", "bulk", "latency_p50", "latency_p99",
-        "memory", "memory_fresh", "udp", "http_rule", "http_xff",
+        "memory", "memory_fresh", "memory_http", "memory_http_fresh", "udp",
+        "http_rule", "http_xff",
         "newconn_proxy_off", "newconn_proxy_v1", "newconn_proxy_v2",
         "idlers_newconn", "connlat_p50", "connlat_p99"}
     assert bench_doc["machine"]["cores"] >= 1
