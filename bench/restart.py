@@ -133,11 +133,13 @@ def read_pid(path):
 
 
 def alive(pid):
+    """Running (a zombie is not: a pen whose parent, an earlier pen, has
+    gone is reaped by whoever adopted it, in its own time)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return True
 
 
 def stop_pid(pid):
@@ -156,17 +158,23 @@ def stop_pid(pid):
 
 def restart(pidfile, old, first):
     """SIGUSR2 to `old`; wait until it has exited and the pid file names
-    the new pen.  Returns (signal time, end time, new pid)."""
+    the new pen.  Returns (signal time, new pen named, old pen gone, new
+    pid)."""
     sent = time.monotonic()
     os.kill(old, signal.SIGUSR2)
     deadline = sent + RESTART_TIMEOUT
     new = 0
+    named = gone = None
     while time.monotonic() < deadline:
         new = read_pid(pidfile)
+        if named is None and new not in (0, old):
+            named = time.monotonic()
         # the first pen is our child: a zombie until reaped, so ask Popen
-        gone = not first.alive() if old == first.pid else not alive(old)
-        if gone and new not in (0, old):
-            return sent, time.monotonic(), new
+        if gone is None and not (first.alive() if old == first.pid
+                                 else alive(old)):
+            gone = time.monotonic()
+        if named and gone:
+            return sent, named, gone, new
         time.sleep(0.01)
     raise StartError(f"pen {old}: no new pen serving {RESTART_TIMEOUT:.0f}s "
                      f"after SIGUSR2 (pid file says {new})")
@@ -211,12 +219,15 @@ def run(args, workdir, procs):
             begin = time.monotonic()
             time.sleep(args.steady)
             steady.append((begin, time.monotonic()))
-            sent, done, new = restart(pidfile, pids[-1], first)
+            sent, named, gone, new = restart(pidfile, pids[-1], first)
+            done = max(named, gone)
             pids.append(new)
             during.append((sent, done + AFTER_EXIT))
-            restarts.append(round(done - sent, 3))
-            say(f"restart {i + 1}: pen {pids[-2]} -> {new} in "
-                f"{done - sent:.2f}s")
+            restarts.append({"named": round(named - sent, 3),
+                             "old_gone": round(gone - sent, 3)})
+            say(f"restart {i + 1}: pen {pids[-2]} -> {new}: the pid file "
+                f"named it after {named - sent:.2f}s, the old one was gone "
+                f"after {gone - sent:.2f}s")
             time.sleep(AFTER_EXIT)
         begin = time.monotonic()
         time.sleep(args.steady)
