@@ -4,8 +4,7 @@
 With `idlers N` the pool keeps N connected, idle sockets to each server in
 service.  Service._connect asks take() for one before it connects; the
 Conn relays over it at once (Conn.use: no socket(), no connect, no wait
-for the handshake), and the pool opens a replacement at the end of that
-loop turn.
+for the handshake), and the pool opens a replacement REFILL_DELAY later.
 
 pen 0.35 keeps N idlers in all, spread by round robin, and never gives
 one to a client ("reliable idling": they only hold connections open).
@@ -65,6 +64,10 @@ TICK = 0.5            # seconds between sweeps: refill, back-off, stale idlers
 RETRY_MIN = 0.25      # seconds: the first back-off after a failed idler
 RETRY_MAX = 30.0      # the longest back-off; also the rest after EMFILE
 YOUNG = 1.0           # an idler the server closes sooner than this failed
+# A replacement is opened this long after its idler was taken: by then the
+# client's request has gone out and, on a LAN, its answer is back, so
+# neither our connect nor the server's accept of it delays that exchange.
+REFILL_DELAY = 0.002
 WARN_EVERY = 10.0     # seconds between repeated out-of-descriptor warnings
 GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL | getattr(select, "POLLRDHUP", 0x2000)
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -248,7 +251,7 @@ class IdlerPool:
     def _refill_soon(self):
         if not self.refill_due:
             self.refill_due = True
-            self.reactor.call_later(0, self._refill_now)
+            self.reactor.call_later(REFILL_DELAY, self._refill_now)
 
     def _refill_now(self):
         self.refill_due = False
