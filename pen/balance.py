@@ -84,7 +84,7 @@ def up(server, now):
 def can_try(server, now, returning=False, permitted=None):
     """pen's try_server checks: up, below the soft limit (a returning client
     may go on to the hard limit), and the server's ACL lets the client in."""
-    if not up(server, now):
+    if not server.available(now):          # up(), without its frame
         return False
     if server.max and server.conn >= server.max and (
             not returning or server.conn >= server.hard):
@@ -119,7 +119,7 @@ def by_roundrobin(state, now, permitted=None):
     last = state.last_server % n if n else 0
     for step in range(1, n + 1):
         i = (last + step) % n
-        if up(servers[i], now):
+        if servers[i].available(now):      # up(), without its frame
             state.last_server = i
             return i
     return None

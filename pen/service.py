@@ -13,7 +13,6 @@ reloads, shutdown.
 
 import errno
 import logging
-import socket
 import time
 from collections import OrderedDict
 
@@ -27,7 +26,7 @@ from .idlers import IdlerPool
 from .rewrite import http_mode
 from .listen import bind_listener
 from .loop import EVENT_READ
-from .relay import HAVE_SPLICE, Conn, Dummy, Pools
+from .relay import HAVE_SPLICE, Conn, Dummy, Pools, new_socket
 from .tlsrelay import TlsLink
 
 log = logging.getLogger("pen")
@@ -229,7 +228,7 @@ class Service:
         # socket.accept() is _accept() plus a socket built from the listener's
         # family and type, each converted to an enum on every call (~1.9 us
         # per connection); the raw call with both looked up once per batch
-        # does the same.  Both are CPython's own socket.py.
+        # does the same, and builds the C _socket.socket (relay.new_socket).
         raw_accept = getattr(listener, "_accept", None)
         family, kind = listener.family, listener.type
         conn_max, pending_max = st.conn_max, st.pending_max      # _full()
@@ -240,7 +239,7 @@ class Service:
             try:
                 if raw_accept is not None:
                     fd, addr = raw_accept()
-                    sock = socket.socket(family, kind, 0, fd)
+                    sock = new_socket(family, kind, 0, fd)
                 else:
                     sock, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -291,7 +290,10 @@ class Service:
             conn.attach_tls(TlsLink(self.tls_context, sock, self.pools))
         state.conns[conn.id] = conn
         self.active += 1
-        conn.start(self.stages)
+        if self.stages:
+            conn.start(self.stages)
+        else:
+            self.dispatch(conn)         # what start() comes to with no stages
 
     # --- admission and choice (TCP and UDP alike) ------------------------------------------
     def permitted(self, ip):
@@ -389,7 +391,7 @@ class Service:
         if self.settings.dummy:
             Dummy(conn)
             return
-        index = self._sticky(conn, now)
+        index = self._sticky(conn, now) if conn.facts is not None else None
         if index is None:
             index = self.choose_for(ip, conn.client_port, now, entry)
         conn.first = index
@@ -493,7 +495,8 @@ class Service:
         return dump
 
     def connected(self, conn):
-        log.debug("conn %d: %s -> server %s", conn.id, conn.client_ip, conn.index)
+        if self.settings.debug:         # the logger's level follows it (App.set_debug)
+            log.debug("conn %d: %s -> server %s", conn.id, conn.client_ip, conn.index)
         target = conn.target
         # A clean server with no on_success hook has nothing to record: skip
         # the state machine's call (a few us per new connection).
