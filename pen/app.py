@@ -120,6 +120,7 @@ class App:
             effects.Tls: self.reload_tls, effects.SslInfo: self.ssl_info,
             effects.Admin: self.set_admin, effects.Dumps: self.set_dumps,
             effects.Idlers: service.idlers.configure,
+            effects.DeferAccept: service.defer_accept,
         }
 
     # --- setup ------------------------------------------------------------------------

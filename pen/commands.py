@@ -47,6 +47,7 @@ SERVERS_MAX = 4096          # server indexes 0..4095
 ACL_RULES_MAX = 1000        # rules per ACL
 CLIENTS_LIMIT = 1 << 24     # clients_max ceiling
 CONN_LIMIT = 1 << 20        # conn_max ceiling
+DEFER_ACCEPT_MAX = 3600     # defer_accept ceiling, seconds
 RECENT_DEFAULT = 300
 UNKNOWN = "do_cmd: ignoring command starting with '{}'"
 FASTCLOSE = ("up", "down", "both", "off")
@@ -803,6 +804,8 @@ SUMMARIES = {
     "http": "add X-Forwarded-For headers",
     "idle_timeout": "idle_timeout [SECONDS]: close connections idle that long",
     "idlers": "idlers [N]: idle connections kept open to each server",
+    "defer_accept": "defer_accept [SECONDS]: accept a client once it has sent data "
+                    "(client-speaks-first protocols only)",
     "include": "include FILE: run the commands in FILE",
     "keepalive": "set SO_KEEPALIVE on upstream connections",
     "kqueue": "use kqueue",
@@ -882,6 +885,9 @@ HANDLERS = {
     "idle_timeout": setting("idle_timeout", "seconds", fmt="Idle timeout: {} seconds",
                             usage="idle_timeout [SECONDS]"),
     "idlers": cmd_idlers,
+    "defer_accept": setting("defer_accept", "seconds", 0, DEFER_ACCEPT_MAX,
+                            effect=lambda n: effects.DeferAccept(n),
+                            usage="defer_accept [SECONDS]"),
     "include": cmd_include,
     "kqueue": event_backend("kqueue"),
     "listen": cmd_listen,

@@ -169,6 +169,7 @@ def dump(state, path=None, wall=None):
         (st.idle_timeout, f"idle_timeout {st.idle_timeout}"),
         (st.pending_max != PENDING_MAX, f"pending_max {st.pending_max}"),
         (st.idlers, f"idlers {st.idlers}"),
+        (st.defer_accept, f"defer_accept {st.defer_accept}"),
         (st.tarpit_acl != -1, f"tarpit_acl {st.tarpit_acl}"),
         (st.abort_on_error, "abort_on_error"),
         (st.dummy, "dummy"),

@@ -48,4 +48,6 @@ Dumps = _effect("Dumps", "dumps", "Dumps(): open and close the traffic dump file
 Stages = _effect("Stages", "stages", "Stages(): the pre-dispatch stages to run changed.")
 Idlers = _effect("Idlers", "idlers", "Idlers(): `idlers N` changed: open or close "
                  "idle server connections to match (pen/idlers.py).")
+DeferAccept = _effect("DeferAccept", "defer_accept", "DeferAccept(seconds): set "
+                      "TCP_DEFER_ACCEPT on the client listener (0: off).")
 Shutdown = _effect("Shutdown", "shutdown", "Shutdown(seconds): stop accepting and drain.")

@@ -8,9 +8,12 @@ import stat
 from .addr import resolve
 from .errors import ConfigError
 
+TCP_DEFER_ACCEPT = getattr(socket, "TCP_DEFER_ACCEPT", None)    # Linux
 
-def bind_listener(addr, udp=False, backlog=500):
-    """A bound, listening (or, for UDP, bound) non-blocking socket.
+
+def bind_listener(addr, udp=False, backlog=500, defer_accept=0):
+    """A bound, listening (or, for UDP, bound) non-blocking socket;
+    `defer_accept`: seconds of TCP_DEFER_ACCEPT (set_defer_accept).
 
     Errors become a one-line ConfigError naming the address and the reason,
     so they print before pen detaches."""
@@ -32,10 +35,26 @@ def bind_listener(addr, udp=False, backlog=500):
         if not udp:
             sock.listen(backlog)
         sock.setblocking(False)
+        if defer_accept:
+            set_defer_accept(sock, defer_accept)
     except OSError as e:
         sock.close()
         raise ConfigError(f"cannot listen on {addr}: {e.strerror or e}") from None
     return sock
+
+
+def set_defer_accept(sock, seconds):
+    """TCP_DEFER_ACCEPT on a TCP listener: the kernel completes the
+    handshake but hands a connection to accept() only once the client has
+    sent data (or after about `seconds`); 0 turns it off.  Right for
+    protocols where the client speaks first (HTTP, TLS), wrong where the
+    server does (SMTP, SSH, FTP): their clients wait for a greeting that
+    cannot come before they are accepted.  A no-op for UDP and Unix
+    listeners, and where the system has no TCP_DEFER_ACCEPT."""
+    if (TCP_DEFER_ACCEPT is None or sock.type != socket.SOCK_STREAM
+            or sock.family not in (socket.AF_INET, socket.AF_INET6)):
+        return
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_DEFER_ACCEPT, seconds)
 
 
 def _bind_unix(path, backlog):

@@ -24,7 +24,7 @@ from .handover import adopt
 from .httprelay import filters_for
 from .idlers import IdlerPool
 from .rewrite import http_mode
-from .listen import bind_listener
+from .listen import bind_listener, set_defer_accept
 from .loop import EVENT_READ
 from .relay import HAVE_SPLICE, Conn, Dummy, Pools, new_socket
 from .tlsrelay import TlsLink
@@ -91,6 +91,8 @@ class Service:
                 raise ConfigError(f"cannot adopt the inherited listener: {e}") from None
         else:
             self.listener = bind_listener(st.listen, udp=st.udp, backlog=st.backlog)
+        if st.defer_accept:             # an inherited listener keeps its own otherwise
+            self.defer_accept(st.defer_accept)
         self.listen_anchor = self._claim(st.listen)
 
     @staticmethod
@@ -153,7 +155,8 @@ class Service:
         if self.listener is None:
             st.listen = addr        # at startup (-o/-F): bind() opens it
             return
-        new = bind_listener(addr, udp=st.udp, backlog=st.backlog)
+        new = bind_listener(addr, udp=st.udp, backlog=st.backlog,
+                            defer_accept=st.defer_accept)
         self._pause()
         if self.udp is not None:
             self.udp.close_listener()
@@ -168,6 +171,16 @@ class Service:
             self.udp.set_listener(new)
         else:
             self._listen()
+
+    def defer_accept(self, seconds):
+        """`defer_accept SECONDS` (effects.DeferAccept): on the listener now,
+        and on every listener bound from here on (bind, rebind)."""
+        if self.listener is None:
+            return                  # at startup: bind() sets it
+        try:
+            set_defer_accept(self.listener, seconds)
+        except OSError as e:
+            raise ConfigError(f"defer_accept: {e.strerror or e}") from None
 
     def set_stage(self, name, factory):
         """Turn a pre-dispatch stage on (a factory: Stage(conn)) or off

@@ -98,6 +98,7 @@ class Settings:
     splice: bool = True                             # no splice: plain TCP through buffers
     pending_max: int = 100                          # pending_max N
     idlers: int = 0                                 # idlers N (wanted)
+    defer_accept: int = 0                           # defer_accept SECONDS (TCP_DEFER_ACCEPT)
     source: str = None                              # source IP for upstream connects
     dsr_if: str = None                              # dsr_if IF (stored, no DSR)
     dsr_ip: str = None                              # dsr_ip IP (stored, no DSR)
