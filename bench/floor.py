@@ -17,6 +17,7 @@ and keepalive scenarios only.
 import errno
 import os
 import select
+import signal
 import socket
 import sys
 
@@ -37,6 +38,7 @@ def parse(argv):
 
 
 def main(argv):
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # exit() as pen does: tools' reports get written
     listen, servers = parse(argv)
     lsock = socket.socket()
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -20,7 +20,11 @@ default, in the repository's tree) and wrk (2 threads, 50 connections; with
 - pyspy: the functions most often on top of the stack (`py-spy record
   --format raw`; `--svg FILE` for a flame graph);
 - perf: `perf record -g` of the process, summarised with `perf report`
-  (kernel and C frames; CPython 3.11 shows no Python names).
+  (kernel and C frames; CPython 3.11 shows no Python names);
+- callgrind: user-space instructions per request, counted by valgrind
+  (no wrk: 100, then 600 requests one at a time from here, each run in
+  a fresh balancer; the difference over 500 requests).  The one figure
+  here that other load on the machine does not move.
 
 Every process is started here and stopped by its PID.
 """
@@ -31,6 +35,8 @@ import os
 import pstats
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,7 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load                                    # noqa: E402
 import services                                # noqa: E402
 
-TOOLS = ("cprofile", "strace", "pyspy", "perf", "cpu")
+TOOLS = ("cprofile", "strace", "pyspy", "perf", "cpu", "callgrind")
+CALLGRIND_COUNTS = (100, 600)      # requests in the two runs (their difference is measured)
+REQUEST = (b"GET /" + services.SMALL_FILE.encode() + b" HTTP/1.1\r\nHost: bench\r\n%s\r\n")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHILD = "--child-profile"
 
@@ -85,6 +93,8 @@ def parse_args(argv):
     p.add_argument("--pen-args", default="", metavar="ARGS",
                    help="extra options for the balancer, e.g. '-o \"defer_accept 1\"'")
     p.add_argument("--svg", metavar="FILE", help="pyspy: also write a flame graph")
+    p.add_argument("--keep", metavar="DIR",
+                   help="callgrind: copy its output files there (for callgrind_annotate)")
     return p.parse_args(argv)
 
 
@@ -110,9 +120,11 @@ def measure(args, wrk_exe, work, started):
     nofile = services.raise_nofile(20000)
     services.make_docroot(work)
     backends = [services.nginx(work, 4096, nofile, started).port for _ in range(2)]
+    if args.tool == "callgrind":
+        return instructions(args, work, backends, started)
     prof_out = Path(work) / "pen.prof"
     if args.ours_cmd:
-        prefix = shlex.split(args.ours_cmd)
+        prefix = ours_prefix(args)
     elif args.tool == "cprofile":
         prefix = [sys.executable, str(Path(__file__).resolve()), CHILD, str(prof_out)]
     else:
@@ -125,7 +137,8 @@ def measure(args, wrk_exe, work, started):
     started.append(proc.start())
     proc.wait_tcp(port)
     close = args.scenario == "newconn"
-    load.wrk(wrk_exe, port, services.SMALL_FILE, 1, args.conns, 2, close)   # warm-up
+    if args.tool != "cprofile":     # it profiles every request: wrk's count must cover them all
+        load.wrk(wrk_exe, port, services.SMALL_FILE, 1, args.conns, 2, close)   # warm-up
     tracer = start_tracer(args, proc.pid, work)
     cpu0 = cpu_seconds(proc.pid)
     run = load.wrk(wrk_exe, port, services.SMALL_FILE, args.seconds, args.conns, 2, close)
@@ -137,10 +150,75 @@ def measure(args, wrk_exe, work, started):
     report = finish_tracer(args, tracer, proc, work, requests)
     if args.tool == "cprofile":
         proc.stop()
-        report = cprofile_report(prof_out, args.top)
+        report = cprofile_report(prof_out, args.top, requests)
     if report:
         print(report)
     return 0
+
+
+def ours_prefix(args):
+    """--ours-cmd as argv, `python` being this interpreter (a pyenv shim
+    would put a shell between valgrind and the balancer)."""
+    argv = shlex.split(args.ours_cmd)
+    if argv and argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+    return argv
+
+
+def instructions(args, work, backends, started):
+    """--tool callgrind: Ir per request, (Ir(600) - Ir(100)) / 500."""
+    prefix = ours_prefix(args) if args.ours_cmd else [sys.executable, "-m", "pen"]
+    totals = []
+    for count in CALLGRIND_COUNTS:
+        out = Path(work) / f"callgrind-{count}.out"
+        port = services.free_port()
+        argv = (["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+                + services.pen_argv(prefix, port, backends, 10000,
+                                    extra=shlex.split(args.pen_args)))
+        proc = services.Proc(f"callgrind-{count}", argv, work, cwd=services.REPO_DIR,
+                             env=dict(os.environ, PYTHONPATH=str(services.REPO_DIR)))
+        started.append(proc.start())
+        proc.wait_tcp(port, timeout=300)
+        drive(port, count, args.scenario == "newconn")
+        proc.popen.send_signal(signal.SIGTERM)     # valgrind writes its file on the way out
+        proc.popen.wait(timeout=300)
+        totals.append(callgrind_total(out))
+        if args.keep:
+            shutil.copy(out, args.keep)
+    per = (totals[1] - totals[0]) / (CALLGRIND_COUNTS[1] - CALLGRIND_COUNTS[0])
+    print(f"callgrind: {args.scenario}, {per:,.0f} user-space instructions per request "
+          f"(Ir {totals[0]:,} for {CALLGRIND_COUNTS[0]} requests, "
+          f"{totals[1]:,} for {CALLGRIND_COUNTS[1]})")
+    return 0
+
+
+def drive(port, count, close):
+    """`count` requests for the small file, one at a time: each on a new
+    connection (`close`), or all on one kept-alive connection."""
+    sock = None
+    for _ in range(count):
+        if sock is None:
+            sock = socket.create_connection((services.HOST, port), timeout=60)
+        sock.sendall(REQUEST % (b"Connection: close\r\n" if close else b""))
+        got = b""
+        while not (got.endswith(b"\n") and b"\r\n\r\n" in got
+                   and len(got.split(b"\r\n\r\n", 1)[1]) >= services.SMALL_SIZE):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"profile: short response through port {port}: {got[:200]!r}")
+            got += chunk
+        if close:
+            sock.close()
+            sock = None
+    if sock is not None:
+        sock.close()
+
+
+def callgrind_total(path):
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"profile: no totals in {path}")
 
 
 def start_tracer(args, pid, work):
@@ -212,8 +290,9 @@ def pyspy_report(text, top):
     return f"py-spy: {total} samples, self time by function\n" + "\n".join(rows)
 
 
-def cprofile_report(path, top):
-    """Calls per connection (Service._accepted counts connections)."""
+def cprofile_report(path, top, requests):
+    """Calls per connection (Service._accepted counts connections) and per
+    request (wrk's count)."""
     stats = pstats.Stats(str(path))
     table = stats.stats            # (file, line, name) -> (cc, nc, tt, ct, callers)
     conns = sum(v[1] for k, v in table.items() if k[2] == "_accepted")
@@ -221,8 +300,8 @@ def cprofile_report(path, top):
         return "cprofile: no connection was accepted"
     total = sum(v[1] for v in table.values())
     rows = sorted(table.items(), key=lambda kv: -kv[1][1])[:top]
-    lines = [f"cprofile: {conns} connections, {total / conns:.1f} Python calls per connection "
-             f"(ncalls, C functions included)",
+    lines = [f"cprofile: {conns} connections, {total / conns:.1f} Python calls per connection, "
+             f"{total / max(requests, 1):.1f} per request (ncalls, C functions included)",
              "  calls/conn  us/conn(own)  function"]
     for (file, line, name), (cc, nc, tt, ct, callers) in rows:
         where = f"{Path(file).name}:{line}" if line else file
