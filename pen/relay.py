@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import socket
+import struct
 import time
 from typing import Protocol
 
@@ -52,6 +53,7 @@ TCP_INFO = getattr(socket, "TCP_INFO", None)   # Linux
 TCP_ESTABLISHED = 1                  # tcpi_state, the first byte of struct tcp_info
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 IPV6_TRANSPARENT = getattr(socket, "IPV6_TRANSPARENT", 75)
+LINGER_RESET = struct.pack("ii", 1, 0)   # SO_LINGER on, 0 s: close() sends an RST
 
 
 def established(sock):
@@ -814,8 +816,17 @@ class Conn:
             reactor.modify(fd, new, handler)
 
     def _error(self, side, exc):
+        """A socket error on `side`: what it was sending may be cut short,
+        so the other side is reset, not closed with a FIN -- the peer must
+        not mistake a truncated stream for a whole one (SPEC 9)."""
         log.debug("conn %d: %s %s: %s", self.id, side, self.client_ip, exc)
         self.owner.state.counters.socket_errors += 1
+        peer = self.client if side == "server" else self.server
+        if peer is not None:
+            try:
+                peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            except OSError:
+                pass            # already gone: close() below is all there is to do
         self.close()
 
     # --- closing ----------------------------------------------------------------------
