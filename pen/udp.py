@@ -8,9 +8,16 @@ session is closed, so a flood of client addresses cannot exhaust file
 descriptors.  Idle sessions expire.  An ICMP "port unreachable" from a
 server (ConnectionRefusedError) blacklists it; the client's next datagram
 goes to another server.
+
+A session's local port is taken in turn from the ephemeral range (PortCycle),
+not left to the kernel: it picks a random free port, and one just freed by
+a closed session comes back soon enough that a late reply to that session
+would reach the client of the new one.
 """
 
+import errno
 import logging
+import random
 import socket
 import time
 from collections import OrderedDict
@@ -24,6 +31,36 @@ DATAGRAM_MAX = 65535
 BATCH = 64               # datagrams handled per readiness event
 UDP_IDLE = 60            # seconds an idle session lives (idle_timeout wins)
 SWEEP = 1.0
+PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+PORT_TRIES = 64          # ports in use (by anyone) skipped before the kernel chooses
+
+
+class PortCycle:
+    """Local ports for new sessions, each in turn through the ephemeral
+    range: a port comes back only after every other one has been used, so
+    a server's late reply to a closed session cannot reach another client."""
+
+    def __init__(self, path=PORT_RANGE):
+        try:
+            with open(path) as f:
+                low, high = (int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            low, high = 32768, 60999
+        self.low, self.high = low, max(low, high)
+        self.next = random.randint(self.low, self.high)   # two pens: not in step
+
+    def bind(self, sock):
+        """Bind `sock` to the next free port; if PORT_TRIES in a row are
+        taken, leave it unbound (connect() lets the kernel choose)."""
+        for _ in range(PORT_TRIES):
+            port = self.next
+            self.next = port + 1 if port < self.high else self.low
+            try:
+                sock.bind(("", port))
+                return
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
 
 
 class Session:
@@ -88,6 +125,7 @@ class UdpRelay:
         self.reactor = service.reactor
         self.listener = None
         self.sessions = OrderedDict()
+        self.ports = PortCycle()
         self.now = time.monotonic()   # the clock, read once per batch of datagrams
         self.on_datagram = self._on_datagram
         self.set_listener(listener)
@@ -171,6 +209,7 @@ class UdpRelay:
         sock = socket.socket(server.family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            self.ports.bind(sock)
             sock.connect(server.sockaddr)
         except OSError as e:
             sock.close()
