@@ -180,10 +180,10 @@ class ThreadedServer:
 class UdpBackend:
     """Answers each datagram with `name:` + the datagram."""
 
-    def __init__(self, name, host="127.0.0.1"):
+    def __init__(self, name, host="127.0.0.1", port=0):
         self.name = name.encode()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.settimeout(0.2)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.spec = f"{host}:{self.port}"
@@ -197,10 +197,13 @@ class UdpBackend:
                 data, addr = self.sock.recvfrom(65535)
             except (socket.timeout, OSError):
                 continue
-            try:
-                self.sock.sendto(self.name + b":" + data, addr)
-            except OSError:
-                pass
+            self.answer(data, addr)
+
+    def answer(self, data, addr):
+        try:
+            self.sock.sendto(self.name + b":" + data, addr)
+        except OSError:
+            pass
 
     def close(self):
         self.stopped.set()
