@@ -42,6 +42,10 @@ FIELD_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\r\n\x00]*\r\n)*")
 FIELD_LINE = re.compile(TOKEN + rb":[^\r\n\x00]*")
 # One header of a head FIELD_LINES accepted: name, value without its spaces.
 FIELD = re.compile(rb"([^:]+):[ \t]*([^\r]*[^\r \t]|)[ \t]*\r\n")
+# A whole head in one piece, checked as _parse checks it (for the fast paths).
+REQUEST_HEAD = re.compile(REQUEST_LINE.pattern + FIELD_LINES.pattern + rb"\r\n")
+STATUS_HEAD = re.compile(STATUS_LINE.pattern + FIELD_LINES.pattern + rb"\r\n")
+ONE_LENGTH = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*\r\n")
 CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\r\n\x00]*)?")
 # What a client's first line looks like: HTTP/1 (strictly checked later),
 # and what it may look like before its newline came.  Anything else is
@@ -233,15 +237,18 @@ def chunked_last(values, status):
 class Framer:
     """The body state machine both directions share."""
 
-    __slots__ = ("state", "held", "remaining", "on_head", "exchange",
+    __slots__ = ("state", "held", "remaining", "on_head", "quick", "exchange",
                  "error", "trailer_size", "sent_head")
     STATUS = 0      # the status of this direction's errors
 
-    def __init__(self, on_head=None, exchange=None):
+    def __init__(self, on_head=None, exchange=None, quick=None):
         self.state = START
         self.held = b""         # an incomplete head or line
         self.remaining = 0
         self.on_head = on_head
+        # quick(raw, low) -> the head as on_head would make it, or None when
+        # that takes a parsed Head (see Rewriter.quick_request).
+        self.quick = quick
         self.exchange = exchange
         self.error = None
         self.trailer_size = 0
@@ -258,6 +265,10 @@ class Framer:
         return self.state in (START, HEAD) and not self.held
 
     def feed(self, data):
+        return self._feed(data)
+
+    def _feed(self, data):
+        """feed() the general way, byte by byte through the states."""
         state = self.state
         if state == TUNNEL:
             return bytes(data)
@@ -433,10 +444,48 @@ class RequestFramer(Framer):
     __slots__ = ("upgrade", "first_line")
     STATUS = 400
 
-    def __init__(self, on_head=None, exchange=None):
-        super().__init__(on_head, exchange)
+    def __init__(self, on_head=None, exchange=None, quick=None):
+        super().__init__(on_head, exchange, quick)
         self.upgrade = False
         self.first_line = None      # the first request line, for the -l log
+
+    def feed(self, data):
+        # The usual read between messages: one whole request head and no
+        # body, nothing that changes the framing (a length, a coding, an
+        # upgrade, CONNECT).  It is checked as _parse checks it, with one
+        # regex over the head; everything else goes the general way.
+        if self.state != HEAD or self.held or self.first_line is None:
+            return self._feed(data)
+        data = bytes(data)
+        n = len(data)
+        m = None
+        if data.find(b"\r\n\r\n") == n - 4 and n <= MAX_HEAD:
+            m = REQUEST_HEAD.fullmatch(data)
+        if m is None:
+            return self._feed(data)
+        low = data.lower()
+        method = m.group(1)
+        ex = self.exchange
+        if (b"\ncontent-length:" in low or b"\ntransfer-encoding:" in low
+                or b"\nupgrade:" in low or method == b"CONNECT"
+                or ex is not None and len(ex.queue) >= MAX_PIPELINE):
+            return self._feed(data)
+        self.sent_head = True
+        note = None
+        out = data
+        if self.on_head is not None:
+            quick = self.quick
+            out = quick(data, low) if quick is not None else None
+            if out is None:
+                head = Head(data, m.end(3) + 2, low)
+                head.method, head.target, head.version = m.groups()
+                head = self.on_head(head) or head
+                note = head.note
+                out = head.serialize()
+        if ex is not None:
+            ex.queue.append((method, False, note))
+            ex.seen = True
+        return out
 
     def _start(self, data, pos, out):
         ex = self.exchange
@@ -518,8 +567,54 @@ class ResponseFramer(Framer):
     __slots__ = ()
     STATUS = 502
 
-    def __init__(self, exchange, on_head=None):
-        super().__init__(on_head, exchange)
+    def __init__(self, exchange, on_head=None, quick=None):
+        super().__init__(on_head, exchange, quick)
+
+    def feed(self, data):
+        # The usual read between messages: a whole head with a
+        # Content-Length, and no more body than that (often all of it),
+        # answering a request that was neither HEAD, CONNECT nor an
+        # upgrade; checked as _parse checks it.  Everything else goes the
+        # general way.
+        if self.state != HEAD or self.held:
+            return self._feed(data)
+        data = bytes(data)
+        end = data.find(b"\r\n\r\n") + 4
+        queue = self.exchange.queue
+        m = None
+        if 4 <= end <= MAX_HEAD and queue:
+            m = STATUS_HEAD.fullmatch(data, 0, end)
+        if m is None:
+            return self._feed(data)
+        status = int(m.group(2))
+        method, upgrade, note = queue[0]
+        if (status < 200 or status == 204 or status == 304 or upgrade
+                or method == b"HEAD" or method == b"CONNECT"):
+            return self._feed(data)
+        low = data[:end].lower()
+        lengths = ONE_LENGTH.findall(low)
+        if (len(lengths) != 1 or b"\ntransfer-encoding:" in low
+                or low.count(b"\ncontent-length:") != 1):
+            return self._feed(data)
+        body = len(data) - end
+        length = int(lengths[0])
+        if body > length:
+            return self._feed(data)     # the next response begins in it too
+        queue.popleft()
+        self.sent_head = True
+        if body < length:
+            self.state, self.remaining = BODY, length - body
+        if self.on_head is None:
+            return data
+        quick = self.quick
+        out = quick(data[:end], low) if quick is not None else None
+        if out is None:
+            head = Head(data[:end], data.find(b"\r\n") + 2, low)
+            head.version, head.status = m.group(1), status
+            head.request_method, head.note = method, note
+            head = self.on_head(head) or head
+            out = head.serialize()
+        return out + data[end:] if body else out
 
     def _start(self, data, pos, out):
         ex = self.exchange

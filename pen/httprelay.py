@@ -25,32 +25,38 @@ log = logging.getLogger("pen")
 
 
 class _Side:
-    """One direction's filter."""
+    """One direction's framer behind the Pump.filter interface: feed(bytes)
+    -> bytes, raising HttpRefused for what must not pass."""
 
-    __slots__ = ("filter", "pair")
+    __slots__ = ("framer", "pair")
 
-    def __init__(self, filt, pair):
-        self.filter = filt
+    def __init__(self, framer, pair):
+        self.framer = framer
         self.pair = pair
 
     @property
     def first_line(self):
-        return self.filter.first_line
+        return self.framer.first_line
 
     def close(self):
-        return self.filter.close()
+        return self.framer.close()
+
+    def refuse(self, out, to_server):
+        exc = http.HttpRefused(self.framer.error, out)
+        self.pair.refused(exc, to_server)
+        raise exc
 
 
 class RequestSide(_Side):
     __slots__ = ()
 
     def feed(self, data):
-        try:
-            out = self.filter.feed(data)
-        except http.HttpRefused as e:
-            self.pair.refused(e, to_server=True)
-            raise
-        self.pair.check_tunnel()
+        framer = self.framer
+        out = framer.feed(data)
+        if framer.error is not None:
+            self.refuse(out, True)
+        if framer.state == http.TUNNEL:
+            self.pair.check_tunnel()
         return out
 
 
@@ -58,30 +64,32 @@ class ResponseSide(_Side):
     __slots__ = ()
 
     def feed(self, data):
+        framer = self.framer
+        out = framer.feed(data)
+        if framer.error is not None:
+            self.refuse(out, False)
         pair = self.pair
-        try:
-            out = self.filter.feed(data)
-        except http.HttpRefused as e:
-            pair.refused(e, to_server=False)
-            raise
         exchange = pair.exchange
         if exchange.resume:
             exchange.resume = False
             pair.release()
-        pair.check_tunnel()
+        if framer.state == http.TUNNEL:
+            pair.check_tunnel()
         return out
 
 
 class Pair:
-    """The two filters of one HTTP-mode connection, and what they share."""
+    """The two framers of one HTTP-mode connection, and what they share."""
 
     __slots__ = ("conn", "exchange", "request", "response")
 
     def __init__(self, conn, rewriter):
-        c2s, s2c, self.exchange = http.filters(rewriter.on_request, rewriter.on_response)
+        (on_request, quick_request), (on_response, quick_response) = rewriter.hooks()
+        exchange = self.exchange = http.Exchange()
         self.conn = conn
-        self.request = RequestSide(c2s, self)
-        self.response = ResponseSide(s2c, self)
+        self.request = RequestSide(http.RequestFramer(on_request, exchange, quick_request), self)
+        self.response = ResponseSide(http.ResponseFramer(exchange, on_response, quick_response),
+                                     self)
 
     def refused(self, exc, to_server):
         """Best effort before the close: the good bytes framed before the
@@ -105,7 +113,10 @@ class Pair:
         """The answer to an Upgrade/CONNECT came: what the client sent
         after that request goes to the server now."""
         conn = self.conn
-        held = self.request.filter.feed(b"")
+        request = self.request
+        held = request.framer.feed(b"")
+        if request.framer.error is not None:
+            request.refuse(held, True)
         c2s = conn.c2s
         if held and c2s is not None:
             if c2s.pending:
@@ -117,7 +128,7 @@ class Pair:
 
     def check_tunnel(self):
         """Both directions pass through untouched: the pumps may splice."""
-        if self.request.filter.framer.tunnel and self.response.filter.framer.tunnel:
+        if self.request.framer.tunnel and self.response.framer.tunnel:
             conn = self.conn
             for pump in (conn.c2s, conn.s2c):
                 if pump is not None and pump.filter is not None:

@@ -52,6 +52,7 @@ EXPANSIONS = {"r": lambda ctx: ctx.client_ip,
               "t": lambda ctx: local_time(),
               "T": lambda ctx: gmt_time(),
               "v": lambda ctx: VERSION.encode()}
+CLOCK = (EXPANSIONS["t"], EXPANSIONS["T"])     # differ from request to request
 
 
 def compile_value(text):
@@ -264,6 +265,33 @@ def set_cookie(name, value):
     return b"Set-Cookie", b"%s=%s; Path=/; HttpOnly" % (name, value)
 
 
+def quick(rules, ctx):
+    """A quick(raw, low) for `rules`, or None.  For a head that has none of
+    their headers, set, add and append each add their line and delete does
+    nothing, in order: that is raw with the lines before its blank line.
+    Only when every value is the same all connection long (not %t, %T) and
+    no header is named twice (add X then set X replaces the first)."""
+    if not rules:
+        return None
+    probes, lines = [], []
+    for rule in rules:
+        probe = b"\n" + rule.name.lower() + b":"
+        if probe in probes or any(part in CLOCK for part in rule.parts):
+            return None
+        probes.append(probe)
+        if rule.action != "delete":
+            lines.append(rule.name + b": " + rule.value(ctx) + b"\r\n")
+    tail = b"".join(lines) + b"\r\n"
+    probes = tuple(probes)
+
+    def quick_head(raw, low):
+        for probe in probes:
+            if probe in low:
+                return None
+        return raw[:-2] + tail
+    return quick_head
+
+
 class Rewriter:
     """The two head callbacks of one connection.
 
@@ -272,7 +300,8 @@ class Rewriter:
     proto: "https" behind TLS, cookie: (NAME, VALUE) with sticky_cookie on,
     VALUE being the chosen server's cookie."""
 
-    __slots__ = ("server_rules", "client_rules", "context", "cookie")
+    __slots__ = ("server_rules", "client_rules", "context", "cookie",
+                 "quick_request", "quick_response")
 
     def __init__(self, client_ip, server_rules=(), client_rules=(), forwarded=False,
                  proto="http", cookie=None):
@@ -285,6 +314,23 @@ class Rewriter:
             name, value = cookie
             self.cookie = (name.encode("latin-1") if isinstance(name, str) else name,
                            value.encode("latin-1") if isinstance(value, str) else value)
+        # quick_request(raw, low) / quick_response: the head as the rules
+        # make it when it has none of their headers (then each rule adds its
+        # line), or None for the general way; None when a head's rules need
+        # the general way anyway (no rules: nothing to do).
+        self.quick_request = self.quick_response = None
+        if self.cookie is None:
+            self.quick_request = quick(self.server_rules, self.context)
+            self.quick_response = quick(self.client_rules, self.context)
+
+    def hooks(self):
+        """(on_head, quick) for the request framer, then for the response
+        framer; None where that direction has nothing to change."""
+        cookie = self.cookie is not None
+        return ((self.on_request, self.quick_request) if self.server_rules or cookie
+                else (None, None),
+                (self.on_response, self.quick_response) if self.client_rules or cookie
+                else (None, None))
 
     def on_request(self, head):
         ctx = self.context
