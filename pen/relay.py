@@ -92,6 +92,7 @@ class Pools:
         self.splice = splice
         self.pipes = []
         self.buffers = []
+        self.scratch = memoryview(bytearray(BUF_SIZE))   # read through a filter, copied at once
         self.holders = set()     # pumps holding a pipe with bytes in it (stalled)
 
     def reclaim(self):
@@ -151,6 +152,7 @@ class Pump:
                  "dump", "twin")
 
     can_splice = True    # TLS pumps cannot: their source or sink is not a socket
+    direct = True        # dst is a socket (send), not a TLS link with a push of its own
 
     def __init__(self, src, dst, pools, splice, filter=None, dump=None, fds=None):
         self.src, self.dst = src, dst
@@ -174,6 +176,9 @@ class Pump:
         delivered; raises OSError on a socket error.  Only called while
         nothing is held (pending == 0): the Conn stops reading otherwise."""
         if not self.splice:
+            filt = self.filter
+            if filt is not None and self.direct:
+                return self._pull_filtered(filt)
             return self._pull_buffer()
         # The hot path of plain TCP, written out: a pooled pipe, one splice
         # in, one splice out, and the pipe goes straight back to the pool
@@ -251,6 +256,33 @@ class Pump:
             self.out = buf[:n]
             self.pending = n
         return self.push()
+
+    def _pull_filtered(self, filt):
+        """_pull_buffer through a filter (HTTP mode), written out: the filter
+        copies what it keeps, so the read goes to the pools' one scratch
+        buffer, and what the filter gives is sent at once; only what the
+        destination does not take is held."""
+        view = self.pools.scratch
+        try:
+            n = self.src.recv_into(view)
+        except SOFT_ERRORS:
+            return 0
+        if not n:
+            return self._on_eof()
+        if self.dump is not None:
+            self.dump(view[:n])
+        data = filt.feed(view[:n])
+        if not data:
+            return 0
+        try:
+            sent = self.dst.send(data)
+        except SOFT_ERRORS:
+            sent = 0
+        self.total += sent
+        if sent < len(data):
+            self.out = memoryview(data)[sent:]
+            self.pending = len(data) - sent
+        return sent
 
     def hold(self, data):
         """Deliver `data` (client bytes a pre-dispatch stage read) before

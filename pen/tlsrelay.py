@@ -237,6 +237,8 @@ class TlsWritePump(Pump):
 
     __slots__ = ("inflight",)
 
+    direct = False
+
     def __init__(self, src, dst, pools, splice, filter=None, dump=None):
         super().__init__(src, dst, pools, False, filter, dump)
         self.inflight = 0      # plaintext bytes whose ciphertext is in link.tx
