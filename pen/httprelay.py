@@ -125,6 +125,12 @@ class Pair:
             else:
                 c2s.out = memoryview(held)
                 c2s.pending = len(held)
+                # The plain event handlers look only at the pump that read
+                # (here the server's): send it now, and if the server does
+                # not take it all, have the masks recomputed (EVENT_WRITE).
+                conn.target.sx += c2s.push()
+                if c2s.pending:
+                    conn._update()
 
     def check_tunnel(self):
         """Both directions pass through untouched: the pumps may splice."""

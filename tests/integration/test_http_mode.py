@@ -217,6 +217,26 @@ def test_an_upgrade_becomes_a_tunnel(http_pen):
         assert got == b"GET not-http-any-more\r\n\r\n"   # untouched both ways
 
 
+def test_bytes_sent_right_after_an_upgrade_request_follow_the_answer(http_pen):
+    """What the client sends behind an Upgrade request is held until the 101
+    came, then goes to the server at once, not when the client next speaks."""
+    port, ctl, (a,) = http_pen("-H")
+    with connect(port) as s:
+        s.sendall(b"GET /upgrade HTTP/1.1\r\nHost: x\r\nUpgrade: x\r\n"
+                  b"Connection: Upgrade\r\n\r\nEARLY")
+        buf = b""
+        while not buf.endswith(b"EARLY"):
+            data = s.recv(65536)
+            assert data, buf
+            buf += data
+        assert buf.startswith(b"HTTP/1.1 101") and buf.count(b"EARLY") == 1
+        s.sendall(b"LATE")
+        got = b""
+        while len(got) < 4:
+            got += s.recv(65536)
+        assert got == b"LATE"
+
+
 def test_bytes_that_are_not_http_pass_untouched(http_pen):
     port, ctl, (a,) = http_pen("-H")
     with connect(port) as s:
