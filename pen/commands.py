@@ -1436,6 +1436,11 @@ def parse(line, state):
     words = split(line)
     if not words:
         return None
+    if any("\0" in w for w in words):
+        # no file name, address or value may hold one (open() and bind()
+        # would raise ValueError when the effect runs)
+        raise CommandError(f"{words[0].split(chr(0))[0] or 'command'}: "
+                           "a NUL byte in the line; refused")
     handler = HANDLERS.get(words[0])
     if handler is None:
         raise CommandError(UNKNOWN.format(words[0]))
