@@ -221,13 +221,20 @@ class App:
             except OSError as e:
                 log.error("cannot write %s: %s", self.web_anchor, e.strerror)
 
-    def set_log(self, target):
+    def set_log(self, target, previous=None):
+        """`log TARGET` / `no log`: the new log is opened first; when it
+        cannot be, the old one stays open and the setting goes back to
+        `previous` (OSError for the reply)."""
+        st = self.state.settings
+        try:
+            new = ConnLog(target) if target else None
+        except (OSError, PenError):
+            st.logfile = previous
+            raise
         if self.conn_log is not None:
             self.conn_log.release()
-            self.conn_log = None
-        self.state.settings.logfile = target
-        if target:
-            self.conn_log = ConnLog(target)
+        self.conn_log = new
+        st.logfile = target
 
     def reopen_log(self):
         if self.conn_log is not None:

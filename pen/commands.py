@@ -403,8 +403,8 @@ def cmd_log(word, args, state):
         st = state.settings
         out = []
         if target is not None:
+            out.append(effects.Log(target, st.logfile))
             st.logfile = target
-            out.append(effects.Log(target))
         return ([st.logfile] if st.logfile else []), out
     return Command(word, run)
 

@@ -32,7 +32,9 @@ Listen = _effect("Listen", "listen", "Listen(ListenAddr): re-bind the client lis
                  "the old one stays if the new one cannot be bound.")
 Exit = _effect("Exit", "exit", "Exit(): stop the daemon (only with -X).")
 Close = _effect("Close", "close", "Close(conn_id): close that connection.")
-Log = _effect("Log", "log", "Log(target or None): (re)open the -l log, or stop logging.")
+Log = _effect("Log", "log", "Log(target or None[, previous]): (re)open the -l log, or "
+              "stop logging; if the target cannot be opened, logging stays as it was "
+              "(the setting back to `previous`).")
 Write = _effect("Write", "write", "Write(path[, text]): write text (the -w page), or the "
                 "running configuration (`write`), through a temporary file and a rename.")
 Include = _effect("Include", "include", "Include(path): run that file's lines "

@@ -151,11 +151,11 @@ def test_servers_lines(state):
 
 
 def test_log_and_web_stats(state):
-    assert run(state, "log /tmp/pen.log") == (["/tmp/pen.log"], [("log", "/tmp/pen.log")])
+    assert run(state, "log /tmp/pen.log") == (["/tmp/pen.log"], [("log", "/tmp/pen.log", None)])
     assert reply(state, "log") == ["/tmp/pen.log"]                     # observed
     assert run(state, "no log") == ([], [("log", None)])
     assert reply(state, "log") == []                                   # observed
-    assert run(state, "log 127.0.0.1:5000")[1] == [("log", "127.0.0.1:5000")]
+    assert run(state, "log 127.0.0.1:5000")[1] == [("log", "127.0.0.1:5000", None)]
     assert reply(state, "web_stats /tmp/web.html") == ["/tmp/web.html"]  # observed
     assert reply(state, "web_stats") == ["/tmp/web.html"]
     assert reply(state, "no web_stats") == []
@@ -535,7 +535,7 @@ def test_load_config_reports_bad_lines_and_applies_good_ones(state, tmp_path):
         f"{cfg}:4: blacklist: seconds must be a whole number, got 'abc'",
         f"{cfg}:6: do_cmd: ignoring command starting with 'bogus'",
         f"{cfg}:7: server: index 7 out of range (0-2; 2 adds a new server)"]
-    assert effects == [("log", "/tmp/x.log")]
+    assert effects == [("log", "/tmp/x.log", None)]
     assert state.settings.blacklist_time == 12
     assert state.servers[0].max == 4
     assert state.settings.tracking == 5
