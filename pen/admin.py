@@ -581,7 +581,7 @@ class AdminServer(ControlServer):
         self.addr = addr
         self.run_effects = run_effects
         self.token = secrets.token_urlsafe(32)
-        self.clients = set()
+        self.clients = {}        # oldest first (ControlServer evicts the oldest)
         self.auth = AuthWorker(reactor)
         self.auth_cache = collections.OrderedDict()   # key -> expiry
         self.cache_key = secrets.token_bytes(32)
@@ -590,7 +590,7 @@ class AdminServer(ControlServer):
 
     def accepted(self, sock, ip):
         client = AdminClient(self, sock, ip)
-        self.clients.add(client)
+        self.clients[client] = None
         n = self.state.settings.admin_acl
         if ip and not self.state.acls.match(n, ip):
             log.info("admin: connection from %s refused by admin_acl %d", ip, n)

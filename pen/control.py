@@ -7,7 +7,8 @@ is non-blocking on the Reactor, so a slow or silent control client never
 stalls traffic:
 
 - a client has CLIENT_TIMEOUT seconds in all to send its line and read the
-  reply; at most MAX_CLIENTS are served at once (others are closed at once);
+  reply; at most MAX_CLIENTS are served at once (a new one closes the oldest,
+  so silent clients cannot lock out a user with a command);
 - a line longer than MAX_LINE bytes is refused with an error reply and never
   buffered further, so a 1 MB line costs at most MAX_LINE bytes;
 - after the reply, our side is shut down and anything else the client sends
@@ -91,7 +92,7 @@ class ControlServer:
         self.state = state
         self.addr = listen_addr
         self.run = run
-        self.clients = set()
+        self.clients = {}        # oldest first
         self.sock, self.anchor = opened if opened is not None else open_socket(listen_addr)
         reactor.register(self.sock, EVENT_READ, self.on_readable)
 
@@ -112,16 +113,19 @@ class ControlServer:
                 continue
             ip = peer[0] if isinstance(peer, tuple) else ""
             if len(self.clients) >= self.max_clients:
-                log.debug("%s: too many %s connections; closing one from %s",
-                          self.name, self.name, ip)
-                sock.close()
-                continue
+                # The newest is the one likely to send its command now; the
+                # oldest has had its time (silent or slow clients would
+                # otherwise lock everyone out until they time out).
+                oldest = next(iter(self.clients))
+                log.debug("%s: too many %s connections; closing the oldest, from %s",
+                          self.name, self.name, oldest.ip)
+                oldest.close()
             sock.setblocking(False)
             self.accepted(sock, ip)
 
     def accepted(self, sock, ip):
         client = ControlClient(self, sock, ip)
-        self.clients.add(client)
+        self.clients[client] = None
         st = self.state.settings
         if not self.state.acls.match(st.control_acl, ip):
             log.info("control: connection from %s refused by control_acl %d",
@@ -270,4 +274,4 @@ class ControlClient:
             self.sock.close()
         except OSError:
             pass
-        self.server.clients.discard(self)
+        self.server.clients.pop(self, None)
