@@ -318,8 +318,15 @@ class Reactor:
                 # Every key is looked up before any handler runs, as
                 # select() does: a handler may close a socket whose fd a
                 # later accept in this batch reuses, and the stale event
-                # must go to the old key's handler (which ignores it).
-                for key, event in [(fd_to_key.get(fd), event) for fd, event in ready]:
+                # must go to the old key's handler (which ignores it).  One
+                # event (a light load's usual turn) skips the list
+                # comprehension's frame.
+                if len(ready) == 1:
+                    fd, event = ready[0]
+                    batch = ((fd_to_key.get(fd), event),)
+                else:
+                    batch = [(fd_to_key.get(fd), event) for fd, event in ready]
+                for key, event in batch:
                     if key is None:
                         continue
                     try:
