@@ -261,15 +261,16 @@ class KeepAlive(Op):
 
     def __call__(self):
         try:
-            if self.sock is None:
+            # renewed at the start of a turn, so that a paused sample
+            # always sees the same connections open
+            if self.sock is None or self.used >= KEEPALIVE_REQUESTS:
+                self.close()
                 self.sock = tcp_connect(self.port)
                 self.used = 0
             self.sock.sendall(self.request)
             read_response(self.sock, self.body, self.buf, close=False)
             self.tally.passed(len(self.body))
             self.used += 1
-            if self.used >= KEEPALIVE_REQUESTS:
-                self.close()
         except (OSError, Bad, ValueError) as exc:
             self.tally.lost(len(self.body), f"request {self.used + 1} on a "
                             f"kept-alive connection: {exc!r}", self.started)
