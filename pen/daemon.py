@@ -136,6 +136,10 @@ def preload_modules():
             importlib.import_module(f"pen.{info.name}")
 
 
+STARTUP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                   signal.SIGUSR1, signal.SIGUSR2)
+
+
 def wire_signals(reactor, handlers):
     """handlers: {signum: callback}; run on the loop, not in the handler."""
     for signum, callback in handlers.items():
@@ -280,6 +284,10 @@ def run(state):
     from .loop import Reactor, fd_limit
 
     st = state.settings
+    # Until the handlers are wired, a signal would kill pen by its default
+    # action, yet the listener is already open (a SIGUSR2 or SIGHUP sent as
+    # soon as pen listens did): held back, they are handled once wired.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STARTUP_SIGNALS)
     inherited = handover.inherited()     # a restart's sockets, or systemd's
     setup_logging(st.debug, True)
     fd_limit()
@@ -352,6 +360,7 @@ def run(state):
                            signal.SIGQUIT: lambda: app.graceful_stop(SHUTDOWN_SECONDS),
                            signal.SIGUSR2: app.restart,
                            signal.SIGHUP: handle_hup, signal.SIGUSR1: app.write_stats})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTUP_SIGNALS)
     app.start()
     if control is not None:
         app.start_control(control)

@@ -281,3 +281,26 @@ def test_config_file_replies_are_printed_at_startup_as_pens(tmp_path, reference)
             reference=reference)
     p.stop()
     assert p.stdout.splitlines()[-2:] == ["7", "4"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1])
+def test_a_signal_as_soon_as_pen_listens_does_not_kill_it(backends, sig):
+    """The listener opens before the handlers are wired; a signal sent in
+    between used to kill pen by its default action (test_restart's broken-
+    config case died of SIGUSR2 that way).  Polled tightly, the signal lands
+    in that window on some runs; with the signals held back it never kills."""
+    (b,) = backends(1)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pen", "-f", f"127.0.0.1:{port}", b.spec],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not listening(port) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert listening(port)
+        proc.send_signal(sig)
+        assert wait_until(lambda: banner(port) == b.name)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=TIMEOUT)
