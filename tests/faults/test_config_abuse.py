@@ -19,9 +19,10 @@ import time
 
 import pytest
 
+from faultkit import open_fds
 from integration import conftest
 from integration.conftest import TIMEOUT, Backend, free_port, wait_until
-from test_control_abuse import HAVE_REFERENCE, ME, REFERENCE_PEN, CtlPen, alive, fds_back, serves
+from test_control_abuse import HAVE_REFERENCE, REFERENCE_PEN, CtlPen, alive, fds_back, serves
 
 REF = pytest.param("ref", marks=pytest.mark.skipif(not HAVE_REFERENCE,
                                                    reason="no /usr/bin/pen"))
@@ -51,7 +52,7 @@ def started(tmp_path, request):
         backs.append(back)
         p = CtlPen(tmp_path, back, reference=(impl == "ref"))
         made.append(p)
-        p.base_fds = open_fds_of(p)
+        p.base_fds = open_fds(p.pid)
         return p
     yield make
     for p in made:
@@ -60,10 +61,6 @@ def started(tmp_path, request):
             print(f"--- stderr of pen (rc {rc}):\n{err[-3000:]}")
     for b in backs:
         b.close()
-
-
-def open_fds_of(p):
-    return len(os.listdir(f"/proc/{p.pid}/fd"))
 
 
 def reply(p, line):

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from faultkit import open_fds
 from integration.conftest import (REFERENCE_PEN, TIMEOUT, Backend, Pen, free_port, listening,
                                   recv_all, wait_until)
 
@@ -28,12 +29,6 @@ HAVE_REFERENCE = os.access(REFERENCE_PEN, os.X_OK)
 def alive(p):
     return p.proc.poll() is None
 
-
-def open_fds(pid):
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except FileNotFoundError:
-        return -1
 
 ME = pwd.getpwuid(os.getuid()).pw_name     # pen wants -u for a control port as root
 REF = pytest.param("ref", marks=pytest.mark.skipif(not HAVE_REFERENCE,
