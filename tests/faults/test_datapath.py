@@ -16,14 +16,13 @@ to where they were, and the next client must be served.
 """
 
 import socket
-import threading
 import time
 
 import pytest
 
 import certs as certgen
 from faultkit import (HAVE_REFERENCE, TIMEOUT, CommandBackend, Front, alive, cpu_seconds,
-                      digest, drain, open_fds, payload, read_exactly, read_line, reset,
+                      digest, drain, exchange, open_fds, payload, read_exactly, read_line, reset,
                       rss_kib, run_threads, shut_write, wait_until)
 
 MB = 1 << 20
@@ -334,34 +333,17 @@ def test_slowloris_does_not_starve_others(front):
 # --- many parallel bulk transfers --------------------------------------------------------------
 
 @pytest.mark.parametrize("front", cases(), indirect=True)
-def test_50_parallel_2mb_both_ways(front, backend, request):
+def test_50_parallel_2mb_both_ways(front, backend):
     """50 clients at once each send 2 MB of their own and read it back:
     every byte arrives, unchanged, both ways (no half-close here, that has
     tests of its own)."""
-    if front.mode == "tls" and not front.reference:
-        # Seen about 1 run in 8 (more under load): one of the 50 TLS clients
-        # gets no byte back, then an SSL EOF; pen's debug log shows a reset
-        # from that client.  Not yet known whether pen's TLS path or this
-        # client (its 30 s read timeout closing with unread data) is at
-        # fault: an open issue, held as a known failure meanwhile.
-        request.applymarker(pytest.mark.xfail(
-            reason="open issue: one of 50 parallel TLS clients sometimes gets 0 bytes",
-            strict=False))
     size = 2 * MB
     seeds = [int(time.monotonic() * 1000) % 100000 * 100 + i for i in range(50)]
 
     def one(i):
         data = payload(size, seed=seeds[i])
         with ask(front, "echo", timeout=30) as s:
-            box = {}
-
-            def reader():
-                box["got"] = read_exactly(s, size)
-            t = threading.Thread(target=reader, daemon=True)
-            t.start()
-            s.sendall(data)
-            t.join(40)
-        return digest(box.get("got", b"")) == digest(data)
+            return digest(exchange(s, data, size, timeout=40)) == digest(data)
     results = run_threads(one, 50, timeout=90)
     assert results == [True] * 50, results
     want = {("echo", (size, digest(payload(size, seed=sd)))) for sd in seeds}
