@@ -284,7 +284,8 @@ def parse_form(body):
 def action_line(form, count):
     """The command line for a posted action form; HttpError if bad."""
     index, action = form.get("server", ""), form.get("action", "")
-    if not index.isdigit() or not int(index) < count:
+    if not (index.isascii() and index.isdigit() and len(index) <= 9) \
+            or not int(index) < count:
         raise HttpError(400, f"bad server {index[:20]!r} (expected 0-{count - 1})")
     if action not in ACTIONS:
         raise HttpError(400, f"bad action {action[:20]!r} "

@@ -95,8 +95,9 @@ def resolve_user(name):
     """(uid, gid, name) for -u, checked before detaching."""
     import pwd
     try:
-        pw = pwd.getpwnam(name) if not name.isdigit() else pwd.getpwuid(int(name))
-    except KeyError:
+        numeric = name.isascii() and name.isdigit()
+        pw = pwd.getpwuid(int(name)) if numeric and len(name) <= 10 else pwd.getpwnam(name)
+    except (KeyError, OverflowError, ValueError):   # ValueError: a NUL in the name
         raise ConfigError(f"-u {name}: no such user") from None
     return pw.pw_uid, pw.pw_gid, pw.pw_name
 

@@ -39,7 +39,8 @@ def inherited(environ=None):
     text = environ.pop(ENV, "")
     for item in filter(None, text.split(",")):
         role, _, value = item.partition("=")
-        if role in ("listen", "control", "old") and value.isdigit():
+        if role in ("listen", "control", "old") and value.isascii() and value.isdigit() \
+                and len(value) <= 9:
             found[role] = int(value)
     listen_pid = environ.pop("LISTEN_PID", None)
     listen_fds = environ.pop("LISTEN_FDS", None)

@@ -21,13 +21,14 @@ USAGE = "usage: penlog server_ip server_port [my_ip]"
 
 def parse_args(argv):
     """(host, port, my_ip or None); ConfigError says what was wrong."""
-    if len(argv) == 1 or (len(argv) == 2 and not argv[1].isdigit()):
+    if len(argv) == 1 or (len(argv) == 2 and not (argv[1].isascii() and argv[1].isdigit())):
         host, port = parse_hostport(argv[0], what="penlogd address")
         return host, port, (argv[1] if len(argv) == 2 else None)
     if len(argv) not in (2, 3):
         raise ConfigError(f"expected penlogd's address and port ({USAGE})")
     host, port = argv[0], argv[1]
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) \
+            or not 0 < int(port) < 65536:
         raise ConfigError(f"port {port!r}: expected a number 1-65535")
     return host, int(port), (argv[2] if len(argv) == 3 else None)
 

@@ -168,13 +168,15 @@ def parse_args(argv):
         elif flag == "-u":
             o.user = value
         elif flag == "-n":
-            if not value.isdigit() or int(value) < 1:
+            if not (value.isascii() and value.isdigit() and len(value) <= 9) \
+                    or int(value) < 1:
                 raise ConfigError(f"-n {value!r}: expected a number of entries, at least 1")
             o.cache = int(value)
     if len(args) != 1:
         raise ConfigError("expected one UDP port to listen on" if not args
                           else f"unexpected arguments after the port: {' '.join(args[1:])}")
-    if not args[0].isdigit() or not 0 < int(args[0]) < 65536:
+    if not (args[0].isascii() and args[0].isdigit() and len(args[0]) <= 5) \
+            or not 0 < int(args[0]) < 65536:
         raise ConfigError(f"port {args[0]!r}: expected a number 1-65535")
     o.port = int(args[0])
     return o

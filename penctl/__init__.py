@@ -129,7 +129,8 @@ def send_command(addr, line, timeout=TIMEOUT):
 
 
 def server_number(word, args):
-    if len(args) != 1 or not args[0].isdigit():
+    if len(args) != 1 or not (args[0].isascii() and args[0].isdigit()
+                                and len(args[0]) <= 9):
         raise PenctlError(f"{word}: expected a server number (usage: {word} N)")
     return int(args[0])
 

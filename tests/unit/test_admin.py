@@ -103,6 +103,8 @@ def test_action_line(form, line):
 @pytest.mark.parametrize("form, words", [
     ({"server": "2", "action": "disable"}, "bad server"),
     ({"server": "-1", "action": "disable"}, "bad server"),
+    ({"server": "\u00b9", "action": "disable"}, "bad server"),     # isdigit(), not int()
+    ({"server": "9" * 5000, "action": "disable"}, "bad server"),  # int() refuses it
     ({"server": "0", "action": "exit"}, "bad action"),
     ({"server": "0", "action": "blacklist"}, "bad seconds"),
     ({"server": "0", "action": "blacklist", "seconds": "1; exit"}, "bad seconds"),

@@ -104,3 +104,20 @@ def test_unknown_long_options_are_one_clean_line():
     assert _docopt_error(DocoptExit("Warning: found unmatched (duplicate?) arguments "
                                     "[Option('-z', None, 0, True)]"), []) == \
         "unknown option -z (see pen --help)"
+
+
+@pytest.mark.parametrize("name", ["\u00b2", "9" * 5000, "99999999999", "no\0body",
+                                  "no-such-user-here"])
+def test_a_bad_user_is_one_config_error(name):
+    """-u: a user that is not there, or a number that is no uid (a digit to
+    str.isdigit but not to int(), too many digits, past the uid range)."""
+    from pen.daemon import resolve_user
+    with pytest.raises(ConfigError, match="no such user"):
+        resolve_user(name)
+
+
+def test_the_inherited_fds_are_ascii_numbers():
+    from pen.handover import inherited
+    env = {"PEN_INHERIT": "listen=\u00b3,control=" + "9" * 5000 + ",old=12"}
+    assert inherited(env) == {"old": 12}
+    assert "PEN_INHERIT" not in env

@@ -126,3 +126,9 @@ def test_interactive_ends_at_eof(fake_pen):
     out = io.StringIO()
     assert penctl.interactive(("unix", "/x"), io.StringIO("mode"), out, io.StringIO()) == 0
     assert out.getvalue() == "reply to mode\n"
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "9" * 5000, "-1", "x"])
+def test_server_number_is_ascii_digits(text):
+    with pytest.raises(PenctlError, match="expected a server number"):
+        penctl.server_number("blacklist", [text])

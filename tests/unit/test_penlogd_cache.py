@@ -84,6 +84,10 @@ def test_line_without_newline_gets_one():
     (["-n", "x", "10000"], "-n 'x'"),
     (["-z", "10000"], "option -z not recognized"),
     (["10000", "extra"], "unexpected arguments"),
+    (["\u00b2"], "port '\u00b2'"),                  # a digit to str.isdigit, not to int()
+    (["9" * 5000], "port '9999"),                  # int() refuses over 4300 digits
+    (["-n", "\u0661", "10000"], "-n '\u0661'"),
+    (["-n", "9" * 5000, "10000"], "-n '9999"),
 ])
 def test_penlogd_bad_arguments(argv, message):
     with pytest.raises(ConfigError, match=message):
@@ -101,7 +105,8 @@ def test_penlog_argument_forms():
     assert penlog.parse_args(["::1", "10000", "::1"]) == ("::1", 10000, "::1")
     assert penlog.parse_args(["lb:10000"]) == ("lb", 10000, None)
     assert penlog.parse_args(["[::1]:10000", "::1"]) == ("::1", 10000, "::1")
-    for bad in ([], ["lb"], ["lb", "x", "y", "z"], ["lb", "99999"]):
+    for bad in ([], ["lb"], ["lb", "x", "y", "z"], ["lb", "99999"], ["lb", "\u00b2", "x"],
+                ["lb", "9" * 5000, "x"]):
         with pytest.raises(ConfigError):
             penlog.parse_args(bad)
 
